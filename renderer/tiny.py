@@ -1,0 +1,95 @@
+"""builtin:tiny — a deterministic, random-weight SVD pipeline made of the real diffusers classes.
+
+It exists so tests, demos and CPU smoke runs exercise the real `StableVideoDiffusionPipeline` code path without
+downloading several GB of weights. Only the engine imports this module (it imports torch).
+"""
+
+from __future__ import annotations
+
+# Same scheduler config that stabilityai/stable-video-diffusion-img2vid(-xt) ship, so presets resolve identically.
+SVD_SCHEDULER_CONFIG = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "timestep_type": "continuous",
+    "sigma_min": 0.002,
+    "sigma_max": 700.0,
+    "use_karras_sigmas": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "clip_sample": False,
+}
+
+TINY_SEED = 20240101
+TINY_NUM_FRAMES = 8
+TINY_VAE_SCALE = 4  # three VAE blocks → two downsamplings
+
+
+def build_tiny_pipeline():
+    """Build the tiny SVD pipeline; the same weights on every machine (seeded CPU init)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    # Random init draws from the global RNG; fork it so building the model never disturbs the caller's RNG state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        unet = UNetSpatioTemporalConditionModel(
+            sample_size=16,
+            in_channels=8,
+            out_channels=4,
+            down_block_types=("DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"),
+            up_block_types=("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"),
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            cross_attention_dim=32,
+            num_attention_heads=(2, 4),
+            transformer_layers_per_block=1,
+            projection_class_embeddings_input_dim=3 * 32,
+            addition_time_embed_dim=32,
+            num_frames=TINY_NUM_FRAMES,
+        )
+        torch.manual_seed(TINY_SEED + 1)
+        vae = AutoencoderKLTemporalDecoder(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            block_out_channels=(32, 32, 32),
+            latent_channels=4,
+            layers_per_block=1,
+            sample_size=32,
+        )
+        torch.manual_seed(TINY_SEED + 2)
+        # The pipeline resizes the conditioning image to 224×224 itself, so the encoder must accept 224.
+        image_encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=32,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                patch_size=28,
+                image_size=224,
+                projection_dim=32,
+            )
+        )
+    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    scheduler = EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG)
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=scheduler,
+        feature_extractor=feature_extractor,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
