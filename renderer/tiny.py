@@ -39,7 +39,12 @@ def build_tiny_pipeline():
         StableVideoDiffusionPipeline,
         UNetSpatioTemporalConditionModel,
     )
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    try:  # transformers 5 splits the processor; the PIL one needs no torchvision
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
 
     # Random init draws from the global RNG; fork it so building the model never disturbs the caller's RNG state.
     with torch.random.fork_rng(devices=[]):

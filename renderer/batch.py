@@ -1,0 +1,288 @@
+"""Run a Plan: one engine, every job in order, outputs and sidecars written atomically, a run manifest at the end."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, OutputLockedError, SvdrenderError
+from .outputs import SIDECAR_KIND, frames_sha256, sweep_temporaries, write_outputs, write_sidecar
+from .plan import Job, Plan
+from .report import summary_table, write_manifest
+
+LOCK_NAME = ".svdrender.lock"
+
+
+class Interrupted(BaseException):
+    """Raised from a signal handler so the current job stops and is recorded as interrupted."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class JobResult:
+    """What happened to one job."""
+
+    job: Job
+    status: str  # ok | skipped | failed | interrupted
+    detail: str = ""
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What happened to a whole run."""
+
+    results: list[JobResult]
+    exit_code: int
+    manifest: Path | None = None
+    model_loads: int = 0
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a job's frames."""
+    found = {"svdrender": __version__, "python": platform.python_version()}
+    for dist in ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "imageio-ffmpeg", "numpy",
+                 "pillow"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[dist] = None
+    return found
+
+
+def git_commit(path: Path) -> dict[str, Any] | None:
+    """The git commit holding `path`, and whether the file differs from it; None outside a repository."""
+    try:
+        commit = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(path.parent), "status", "--porcelain", "--", path.name],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+@contextmanager
+def output_lock(out_dir: Path):
+    """Hold an exclusive flock on the output folder; the kernel releases it if the process dies."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise OutputLockedError(f"{out_dir}: another svdrender run (pid {holder}) is writing here; wait for it "
+                                    "or use --out to render elsewhere") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def stop_on_signals():
+    """Turn SIGTERM and SIGHUP into `Interrupted` (SIGINT already raises KeyboardInterrupt)."""
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Progress:
+    """tqdm bars on a terminal; one plain line per job otherwise (CI logs)."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty() and not quiet
+        self.total = total
+        self.done = 0
+        self.jobs_bar = self.steps_bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.jobs_bar = tqdm(total=total, desc="jobs", unit="job", position=0, file=sys.stderr)
+            self.steps_bar = tqdm(total=0, desc="steps", unit="step", position=1, leave=False, file=sys.stderr)
+
+    def start(self, job: Job) -> None:
+        if self.steps_bar is not None:
+            self.steps_bar.reset(total=job.settings.num_inference_steps)
+            self.steps_bar.set_description(job.id)
+
+    def step(self, done: int, total: int) -> None:
+        if self.steps_bar is not None:
+            self.steps_bar.total = total
+            self.steps_bar.n = done
+            self.steps_bar.refresh()
+
+    def finish(self, result: JobResult) -> None:
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {result.job.id} {result.status}"
+        if result.detail:
+            line += f" ({result.detail})"
+        if self.jobs_bar is not None:
+            self.jobs_bar.update(1)
+            if result.status not in ("ok", "skipped"):
+                self.jobs_bar.write(line, file=sys.stderr)
+        elif not self.quiet or result.status in ("failed", "interrupted"):
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        for bar in (self.steps_bar, self.jobs_bar):
+            if bar is not None:
+                bar.close()
+
+
+def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, files=(), timings=None,
+             error: str | None = None, started: float = 0.0) -> dict[str, Any]:
+    s = job.settings
+    recipe = plan.recipe
+    record: dict[str, Any] = {
+        "kind": SIDECAR_KIND,
+        "svdrender_version": __version__,
+        "job_id": job.id,
+        "item": job.item,
+        "preset": job.preset,
+        "seed": job.seed,
+        "status": status,
+        "error": error,
+        "input": {"path": job.image_display, "sha256": job.image_sha256},
+        "settings": asdict(s),
+        "preset_spec": {"description": job.preset_description, **job.scheduler},
+        "scheduler": None,
+        "model": asdict(engine.info) if engine is not None and engine.info is not None else
+        {"id": recipe.model.id, "requested_revision": recipe.model.revision},
+        "versions": versions(),
+        "recipe": {"path": str(recipe.path), "sha256": recipe.sha256, "git": git_commit(recipe.path)},
+        "cache_key": job.cache_key,
+        "frame_count": None,
+        "width": s.width,
+        "height": s.height,
+        "fps": s.fps,
+        "frames_sha256": None,
+        "files": list(files),
+        "timings": timings or {},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started or time.time())),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if rendered is not None:
+        record["scheduler"] = {"class": rendered.scheduler_class, "config": rendered.scheduler_config,
+                               "sigmas": rendered.sigmas, "call_kwargs": rendered.call_kwargs}
+        record["frame_count"] = int(rendered.frames.shape[0])
+        record["frames_sha256"] = frames_sha256(rendered.frames)
+    return record
+
+
+def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail_fast: bool = False,
+             max_failures: int | None = None, engine=None) -> RunResult:
+    """Render every job of a plan that is not skipped; return results and the exit code."""
+    out_dir = plan.recipe.output_dir
+    results: list[JobResult] = []
+    exit_code = EXIT_OK
+    with output_lock(out_dir), stop_on_signals():
+        sweep_temporaries(out_dir)
+        todo = [j for j in plan.jobs if j.skip_reason is None]
+        progress = Progress(len(plan.jobs), quiet)
+        try:
+            for job in plan.jobs:
+                if job.skip_reason is not None:
+                    result = JobResult(job, "skipped", job.skip_reason)
+                    results.append(result)
+                    progress.finish(result)
+            if todo and engine is None:
+                from .engine import Engine
+
+                engine = Engine(plan.recipe.model, device=device, base_dir=plan.recipe.path.parent)
+            failures = 0
+            for job in todo:
+                progress.start(job)
+                result = _run_job(job, plan, engine, progress)
+                results.append(result)
+                progress.finish(result)
+                if result.status == "failed":
+                    failures += 1
+                    if fail_fast or (max_failures is not None and failures >= max_failures):
+                        break
+        except KeyboardInterrupt:
+            exit_code = EXIT_SIGINT
+        except Interrupted as exc:
+            exit_code = EXIT_SIGTERM if exc.signum == signal.SIGTERM else 128 + exc.signum
+        finally:
+            progress.close()
+            sweep_temporaries(out_dir)
+            manifest = write_manifest(out_dir, {"recipe": str(plan.recipe.path), "name": plan.recipe.name,
+                                                "model_loads": engine.loads if engine is not None else 0})
+    if exit_code == EXIT_OK and any(r.status == "failed" for r in results):
+        exit_code = EXIT_JOB_FAILED
+    return RunResult(results, exit_code, manifest, engine.loads if engine is not None else 0)
+
+
+def _run_job(job: Job, plan: Plan, engine, progress: Progress) -> JobResult:
+    started = time.time()
+    t0 = time.perf_counter()
+    load_seconds = 0.0
+    try:
+        if engine.pipe is None:
+            engine.load()
+            load_seconds = engine.info.load_seconds
+        rendered = engine.render(job, on_step=progress.step)
+        t1 = time.perf_counter()
+        files = write_outputs(rendered.frames, job.outputs, job.settings.fps)
+        timings = {"load": load_seconds, **rendered.timings, "encode": round(time.perf_counter() - t1, 3),
+                   "total": round(time.perf_counter() - t0, 3)}
+        record = _sidecar(job, plan, "ok", engine=engine, rendered=rendered, files=files, timings=timings,
+                          started=started)
+        write_sidecar(job.sidecar, record)
+        return JobResult(job, "ok", f"{timings['total']:.1f}s", record)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        status_error = "interrupted by " + (exc.args[0] if isinstance(exc, Interrupted) else "SIGINT")
+        record = _sidecar(job, plan, "interrupted", engine=engine, error=status_error, started=started)
+        write_sidecar(job.sidecar, record)
+        raise
+    except SvdrenderError as exc:
+        if engine.pipe is None:
+            raise  # the model itself cannot load: every job would fail the same way
+        error = str(exc)
+    except Exception as exc:  # one broken job must not end a nightly batch; its traceback goes to the sidecar
+        error = f"{type(exc).__name__}: {exc}"
+        if os.environ.get("SVDRENDER_DEBUG"):
+            traceback.print_exc()
+    record = _sidecar(job, plan, "failed", engine=engine, error=error, started=started,
+                      timings={"total": round(time.perf_counter() - t0, 3)})
+    write_sidecar(job.sidecar, record)
+    return JobResult(job, "failed", error, record)
+
+
+def summarize(run: RunResult) -> str:
+    """The end-of-run table and counts."""
+    rows = [(r.job.id, r.status, r.detail) for r in run.results]
+    counts: dict[str, int] = {}
+    for r in run.results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    return f"{summary_table(rows)}\n{tally or 'no jobs'}; manifest: {run.manifest}"

@@ -1,0 +1,201 @@
+"""The `svdrender` command: parse options, call one function, map errors to exit codes. Nothing else.
+
+`validate`, `plan`, `schema`, `presets` and `--help` never import torch or diffusers; only rendering does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import EXIT_OK, EXIT_USAGE, RecipeError, SvdrenderError, UsageError
+
+EXIT_CODES_HELP = """\b
+Exit codes: 0 every job ok (or skipped), 1 some job failed or the model
+could not load, 2 invalid recipe or usage, 130 interrupted (SIGINT),
+143 terminated (SIGTERM)."""
+
+
+class DefaultRenderGroup(click.Group):
+    """`svdrender RECIPE…` means `svdrender render RECIPE…`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["render", *args]
+        return super().parse_args(ctx, args)
+
+
+def _fail(exc: SvdrenderError) -> None:
+    click.echo(str(exc) if isinstance(exc, RecipeError) else f"svdrender: {exc}", err=True)
+    if isinstance(exc, RecipeError):
+        n = len(exc.problems)
+        click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was rendered.", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(cls=DefaultRenderGroup, context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, prog_name="svdrender")
+def main():
+    """Render batches of Stable Video Diffusion clips from recipe files.
+
+    \b
+    svdrender RECIPE [RECIPE...]     render (same as `svdrender render`)
+    svdrender validate RECIPE...     check recipes without loading a model
+    svdrender plan RECIPE            list the jobs a render would run
+    """
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (overrides output.dir).")
+@click.option("--only", multiple=True, metavar="JOB_OR_ITEM",
+              help="Render only this job id (item/preset/seed-N), item or item/preset; repeatable.")
+@click.option("--model", "model", metavar="ID", help="Override the model, e.g. builtin:tiny for a CPU smoke test.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@click.option("--dry-run", is_flag=True, help="Validate and print the plan; render nothing.")
+@click.option("--force", is_flag=True, help="Render jobs even when their finished outputs are up to date.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed job.")
+@click.option("--max-failures", type=click.IntRange(min=1), metavar="N", help="Stop after N failed jobs.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only failures and the final summary line.")
+def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_failures, quiet):
+    """Render every job of RECIPE (item x preset x seed)."""
+    from .batch import run_plan, summarize
+
+    if out is not None and len(recipes) > 1:
+        _fail(UsageError("--out takes one recipe at a time (each recipe needs its own output folder)"))
+    try:
+        plans = [_plan(path, model=model, out=out, only=only, force=force) for path in recipes]
+    except SvdrenderError as exc:
+        _fail(exc)
+    if dry_run:
+        for plan in plans:
+            click.echo(_plan_table(plan))
+        sys.exit(EXIT_OK)
+    exit_code = EXIT_OK
+    for plan in plans:
+        try:
+            run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures)
+        except SvdrenderError as exc:
+            _fail(exc)
+        summary = summarize(run)
+        click.echo(summary.splitlines()[-1] if quiet else summary)
+        exit_code = max(exit_code, run.exit_code)
+        if run.exit_code >= 128:
+            break
+    sys.exit(exit_code)
+
+
+def _plan(path: Path, *, model=None, out=None, only=(), force=False, check_images=True):
+    from .plan import make_plan
+    from .recipe import load_recipe
+
+    recipe = load_recipe(path, model_override=model, out_override=out, check_images=check_images)
+    plan = make_plan(recipe, only=tuple(only), force=force)
+    if only:
+        matched = {o for o in only for j in plan.jobs if j.id == o or j.item == o or j.id.startswith(o + "/")}
+        missing = [o for o in only if o not in matched]
+        if missing:
+            from .recipe import suggest
+
+            ids = [j.id for j in make_plan(recipe).jobs] + [i.name for i in recipe.items]
+            raise UsageError(f"--only {missing[0]!r} matches no job of {path}{suggest(missing[0], ids)}")
+    return plan
+
+
+def _plan_table(plan) -> str:
+    from .report import summary_table
+
+    rows = []
+    for job in plan.jobs:
+        s = job.settings
+        sched = job.scheduler.get("scheduler")
+        if "sigmas" in job.scheduler:
+            sigmas = job.scheduler["sigmas"]
+            sched += f" sigmas={sigmas if isinstance(sigmas, str) else 'custom'}"
+        detail = (f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {sched} "
+                  f"-> {Path(next(iter(job.outputs.values()))).relative_to(plan.recipe.output_dir)}")
+        rows.append((job.id, "skip" if job.skip_reason else "render", detail))
+    todo = len(plan.to_render)
+    return (f"{plan.recipe.name}: {len(plan.jobs)} jobs ({todo} to render), model {plan.recipe.model.id}, "
+            f"output {plan.recipe.output_dir}\n{summary_table(rows)}")
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="Print problems only.")
+def validate(recipes, quiet):
+    """Check recipes (schema, presets, input images) without loading a model."""
+    from .recipe import load_recipe
+
+    problems = []
+    for path in recipes:
+        try:
+            recipe = load_recipe(path)
+        except RecipeError as exc:
+            problems.extend(exc.problems)
+            continue
+        if not quiet:
+            jobs = sum(len(i.presets) * len(i.seeds) for i in recipe.items)
+            click.echo(f"{path}: ok ({len(recipe.items)} items, {jobs} jobs)")
+    if problems:
+        _fail(RecipeError(problems))
+    sys.exit(EXIT_OK)
+
+
+@main.command("plan", epilog=EXIT_CODES_HELP)
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print every job, its settings and output paths as JSON.")
+@click.option("--out", type=click.Path(path_type=Path), help="Output folder (overrides output.dir).")
+@click.option("--only", multiple=True, metavar="JOB_OR_ITEM", help="Keep only matching jobs; repeatable.")
+@click.option("--model", "model", metavar="ID", help="Override the model.")
+@click.option("--force", is_flag=True, help="Plan as if nothing had been rendered yet.")
+def plan_command(recipe, as_json, out, only, model, force):
+    """List the jobs RECIPE would render, and which are already done."""
+    from .plan import plan_json
+
+    try:
+        plan = _plan(recipe, model=model, out=out, only=only, force=force)
+    except SvdrenderError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(plan_json(plan), indent=2))
+    else:
+        click.echo(_plan_table(plan))
+
+
+@main.command()
+@click.option("--manifest", is_flag=True, help="Print the manifest schema instead of the recipe schema.")
+def schema(manifest):
+    """Print the JSON Schema of recipes (or of manifests)."""
+    name = "manifest.schema.json" if manifest else "recipe.schema.json"
+    click.echo((Path(__file__).resolve().parent.parent / "schemas" / name).read_text(encoding="utf-8"), nl=False)
+
+
+@main.command()
+def presets():
+    """List built-in scheduler presets, and the schedulers svdrender refuses for SVD."""
+    from . import schedulers
+
+    click.echo(schedulers.presets_table())
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
+def report(out_dir):
+    """Rebuild OUT_DIR/manifest.json from the job sidecars (e.g. after merging shards)."""
+    from .outputs import read_sidecars
+    from .report import write_manifest
+
+    if not out_dir.is_dir():
+        _fail(UsageError(f"{out_dir}: no such folder"))
+    path = write_manifest(out_dir)
+    click.echo(f"{path}: {len(read_sidecars(out_dir))} jobs")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

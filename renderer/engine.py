@@ -1,0 +1,232 @@
+"""The only module that runs torch and diffusers: load a pipeline once, then render jobs on it.
+
+A job's frames depend only on the job: the scheduler is rebuilt from the model's own scheduler config for every job,
+and every random draw (initial latents, conditioning noise, stochastic sampler steps) comes from a CPU
+`torch.Generator` seeded with the job's seed, so the frames are the same alone, in a batch, in any order, and the
+initial noise is the same on any device.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import images, schedulers
+from .errors import JobError, ModelUnavailableError
+from .plan import Job
+from .recipe import BUILTIN_TINY, ModelSpec
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What was loaded, for manifests."""
+
+    id: str
+    source: str
+    requested_revision: str
+    resolved_revision: str
+    variant: str | None
+    dtype: str
+    device: str
+    load_seconds: float
+
+
+@dataclass
+class Rendered:
+    """One job's frames and how they were made."""
+
+    frames: np.ndarray  # uint8 [F, H, W, 3]
+    scheduler_class: str
+    scheduler_config: dict
+    sigmas: list[float]
+    call_kwargs: dict
+    timings: dict = field(default_factory=dict)
+
+
+def resolve_device(requested: str | None) -> str:
+    """`auto`/None → cuda when available, else mps, else cpu."""
+    if requested and requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise ModelUnavailableError(f"--device {requested}: no CUDA GPU is visible to torch "
+                                        f"{torch.__version__}; use --device cpu")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(requested: str, device: str) -> torch.dtype:
+    """auto → float16 on GPUs, float32 on CPU; half precision on a CPU is computed in float32 (far faster there)."""
+    if device == "cpu":
+        return torch.bfloat16 if requested == "bfloat16" else torch.float32
+    if requested == "auto":
+        return torch.float16
+    return _DTYPES[requested]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _resolved_hub_revision(repo_id: str, revision: str) -> str:
+    """The commit a hub revision resolved to, read from the local cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "model_index.json", revision=revision)
+    if isinstance(found, str):
+        return Path(found).parent.name
+    return revision
+
+
+def load_pipeline(model: ModelSpec, device: str, base_dir: Path):
+    """Load the pipeline a ModelSpec names; raise ModelUnavailableError with one actionable sentence."""
+    start = time.perf_counter()
+    dtype = resolve_dtype(model.dtype, device)
+    if model.is_builtin:
+        if model.id != BUILTIN_TINY:
+            raise ModelUnavailableError(f"unknown built-in model '{model.id}'; the built-in model is {BUILTIN_TINY}")
+        from .tiny import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline()
+        if dtype != torch.float32:
+            pipe.to(dtype=dtype)
+        source, resolved = BUILTIN_TINY, "builtin"
+    else:
+        from diffusers import StableVideoDiffusionPipeline
+
+        local = Path(model.id).expanduser()
+        local = local if local.is_absolute() else base_dir / local
+        if local.is_dir():
+            source, resolved = str(local), "local"
+        elif _HUB_ID.match(model.id):
+            source, resolved = model.id, model.revision
+        else:
+            raise ModelUnavailableError(f"model '{model.id}' is neither a local folder (looked in {local}) nor a "
+                                        "Hugging Face hub id like org/name")
+        kwargs: dict[str, Any] = {"dtype": dtype}
+        if model.variant:
+            kwargs["variant"] = model.variant
+        if resolved != "local":
+            kwargs["revision"] = model.revision
+        try:
+            pipe = StableVideoDiffusionPipeline.from_pretrained(source, **kwargs)
+        except Exception as exc:  # hub/IO errors come in many classes; the user needs one sentence
+            raise ModelUnavailableError(_unavailable_message(model, source, resolved, exc)) from None
+        if resolved != "local":
+            resolved = _resolved_hub_revision(model.id, model.revision)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    info = LoadedModel(id=model.id, source=source, requested_revision=model.revision, resolved_revision=resolved,
+                       variant=model.variant, dtype=str(dtype).removeprefix("torch."), device=device,
+                       load_seconds=round(time.perf_counter() - start, 3))
+    return pipe, info
+
+
+def _unavailable_message(model: ModelSpec, source: str, kind: str, exc: Exception) -> str:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if kind == "local":
+        return f"model folder {source} cannot be loaded as a StableVideoDiffusionPipeline: {detail}"
+    variant = f" (variant {model.variant})" if model.variant else ""
+    if _offline():
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return (f"model '{model.id}' revision '{model.revision}'{variant} is not in the local Hugging Face cache "
+                f"({HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading it: download it once where there is "
+                f"network (`hf download {model.id}`), or set model.id to a local folder")
+    return f"model '{model.id}' revision '{model.revision}'{variant} could not be loaded from the hub: {detail}"
+
+
+class Engine:
+    """Loads one pipeline (on first use) and renders jobs on it."""
+
+    def __init__(self, model: ModelSpec, *, device: str | None = None, base_dir: Path = Path.cwd()):
+        self.model = model
+        self.device = resolve_device(device)
+        self.base_dir = base_dir
+        self.pipe = None
+        self.info: LoadedModel | None = None
+        self.loads = 0
+        self._base_scheduler_config: dict | None = None
+
+    def load(self) -> LoadedModel:
+        """Load the pipeline if it is not loaded yet (one load per Engine)."""
+        if self.pipe is None:
+            self.pipe, self.info = load_pipeline(self.model, self.device, self.base_dir)
+            self._base_scheduler_config = dict(self.pipe.scheduler.config)
+            self.loads += 1
+        return self.info
+
+    def render(self, job: Job, on_step: Callable[[int, int], None] | None = None) -> Rendered:
+        """Render one job to uint8 frames."""
+        self.load()
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        s = job.settings
+        image = images.fit_image(images.load_image(job.image), s.width, s.height, s.fit)
+        scheduler, call_kwargs = schedulers.build(job.scheduler, self._base_scheduler_config)
+        generator = torch.Generator(device="cpu").manual_seed(job.seed)
+        schedulers.seed_scheduler(scheduler, generator)
+        self.pipe.scheduler = scheduler
+        timings["prepare"] = time.perf_counter() - t0
+
+        total = [0]
+
+        def step_end(pipe, i, t, kwargs):
+            if on_step is not None:
+                on_step(i + 1, total[0] or len(pipe.scheduler.timesteps))
+            return kwargs
+
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            latents = self.pipe(
+                image,
+                height=s.height,
+                width=s.width,
+                num_frames=s.num_frames,
+                fps=s.fps,
+                motion_bucket_id=s.motion_bucket_id,
+                noise_aug_strength=s.noise_aug_strength,
+                min_guidance_scale=s.min_guidance_scale,
+                max_guidance_scale=s.max_guidance_scale,
+                decode_chunk_size=s.decode_chunk_size,
+                generator=generator,
+                output_type="latent",
+                callback_on_step_end=step_end,
+                **call_kwargs,
+            ).frames
+            self._sync()
+            t2 = time.perf_counter()
+            # Decoding outside the pipeline call separates denoise and decode timings; it is the same code the
+            # pipeline runs for output_type="pt".
+            video = self.pipe.decode_latents(latents, s.num_frames, s.decode_chunk_size or s.num_frames)
+            video = self.pipe.video_processor.postprocess_video(video=video, output_type="pt")[0]
+            frames = (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            self._sync()
+        timings["denoise"] = t2 - t1
+        timings["decode"] = time.perf_counter() - t2
+        if not np.isfinite(latents.float().cpu().numpy()).all():
+            raise JobError("the sampler produced NaN or infinite latents (try dtype float32 or bfloat16)")
+        return Rendered(
+            frames=np.ascontiguousarray(frames),
+            scheduler_class=type(scheduler).__name__,
+            scheduler_config={k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")},
+            sigmas=[round(float(x), 6) for x in getattr(scheduler, "sigmas", [])],
+            call_kwargs={k: (list(map(float, v)) if k == "sigmas" else v) for k, v in call_kwargs.items()},
+            timings={k: round(v, 3) for k, v in timings.items()},
+        )
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()

@@ -1,0 +1,178 @@
+"""Video and frame writers, atomic file placement, and per-job sidecar manifests.
+
+Every file is written under a temporary name in its final folder, flushed to disk, then renamed into place, so a
+crash never leaves an incomplete file under a final name. The sidecar is written last: it is the record that a job
+finished, and its sha256 list lets a rerun tell intact outputs from damaged ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TMP_MARKER = ".svdtmp-"
+SIDECAR_KIND = "svdrender.job"
+
+# (ffmpeg codec, output pixel format, extra output arguments). Formats are forced with -f because temporary
+# names have no meaningful extension.
+_FFMPEG = {
+    "mp4": ("libx264", "yuv420p", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart", "-f", "mp4"]),
+    "webm": ("libvpx-vp9", "yuv420p", ["-crf", "32", "-b:v", "0", "-row-mt", "1", "-f", "webm"]),
+    "gif": ("gif", "pal8", ["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
+                            "-loop", "0", "-f", "gif"]),
+    "webp": ("libwebp_anim", "yuv420p", ["-quality", "90", "-loop", "0", "-f", "webp"]),
+}
+
+
+def temp_path(final: Path) -> Path:
+    """A temporary sibling of `final`, recognisable so a later run can sweep it."""
+    return final.with_name(f".{final.name}{TMP_MARKER}{os.getpid()}")
+
+
+def sweep_temporaries(root: Path) -> list[Path]:
+    """Remove temporaries left by an interrupted or killed run; return what was removed."""
+    removed = []
+    if not root.is_dir():
+        return removed
+    for path in root.rglob(f"*{TMP_MARKER}*"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _place(tmp: Path, final: Path) -> None:
+    """Rename a finished temporary into place and make the rename durable."""
+    if tmp.is_dir():
+        if final.exists():
+            old = final.with_name(f".{final.name}{TMP_MARKER}old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    else:
+        os.replace(tmp, final)
+    _fsync(final.parent)
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    """Write `data` to `final` atomically."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(final)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _place(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def encode_video(frames: np.ndarray, final: Path, fmt: str, fps: int) -> None:
+    """Encode uint8 frames [F, H, W, 3] with the ffmpeg that imageio-ffmpeg ships, atomically."""
+    import imageio_ffmpeg
+
+    codec, pix_fmt, params = _FFMPEG[fmt]
+    height, width = frames.shape[1:3]
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(final)
+    try:
+        writer = imageio_ffmpeg.write_frames(
+            str(tmp), (width, height), fps=fps, codec=codec, pix_fmt_out=pix_fmt, quality=None,
+            macro_block_size=1, output_params=params, ffmpeg_log_level="error",
+        )
+        writer.send(None)
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        _fsync(tmp)
+        _place(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_frames_folder(frames: np.ndarray, final: Path) -> list[Path]:
+    """Write PNG frames into a temporary folder, then rename the whole folder into place."""
+    from PIL import Image
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for index, frame in enumerate(frames):
+            target = tmp / f"frame-{index:04d}.png"
+            Image.fromarray(frame).save(target, format="PNG")
+            _fsync(target)
+        _place(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(final.iterdir())
+
+
+def frames_sha256(frames: np.ndarray) -> str:
+    """sha256 of the uint8 frame array [F, H, W, 3], C order: equal hashes mean identical pixels."""
+    return hashlib.sha256(np.ascontiguousarray(frames, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_outputs(frames: np.ndarray, outputs: dict[str, Path], fps: int) -> list[dict[str, Any]]:
+    """Write every requested format; return file records (path relative to the sidecar's folder, sha256, bytes)."""
+    records = []
+    for fmt, final in outputs.items():
+        if fmt == "frames":
+            files = write_frames_folder(frames, final)
+        else:
+            encode_video(frames, final, fmt, fps)
+            files = [final]
+        for path in files:
+            records.append({"format": fmt, "path": str(path.relative_to(final.parent)),
+                            "sha256": file_sha256(path), "bytes": path.stat().st_size})
+    return records
+
+
+def write_sidecar(path: Path, record: dict[str, Any]) -> None:
+    """Write a job's sidecar manifest atomically (last, after its outputs)."""
+    write_bytes_atomic(path, (json.dumps(record, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def read_sidecars(root: Path) -> list[dict[str, Any]]:
+    """Every job sidecar under an output folder, sorted by job id (shards merge by copying folders together)."""
+    records = []
+    if not root.is_dir():
+        return records
+    for path in sorted(root.rglob("seed-*.json")):
+        if TMP_MARKER in path.name:
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and record.get("kind") == SIDECAR_KIND:
+            records.append(record)
+    return sorted(records, key=lambda r: r.get("job_id", ""))

@@ -1,0 +1,220 @@
+"""Safe YAML loading that keeps the file, line and column of every value.
+
+PyYAML's composer gives nodes with marks; we build plain Python values from those nodes ourselves so that we can
+(a) remember where each value came from, (b) reject duplicate keys naming both lines, (c) bound alias expansion
+(billion-laughs documents compose cheaply but explode when constructed), and (d) allow only the standard YAML tags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem, RecipeError
+
+MAX_FILE_BYTES = 1024 * 1024  # recipes are small; a bigger file is a mistake or an attack
+MAX_VALUES = 200_000  # values after alias expansion
+MAX_DEPTH = 64
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_SCALAR_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+}
+# YAML 1.1 reads these unquoted words as booleans; users rarely mean that, so validation explains it.
+YAML11_BOOLEAN_WORDS = {"y", "yes", "n", "no", "on", "off", "true", "false"}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a value was written."""
+
+    file: str
+    line: int
+    col: int
+
+
+@dataclass
+class Document:
+    """A loaded YAML document: plain data plus where each value (and each mapping key) was written."""
+
+    file: str
+    data: Any
+    values: dict[tuple, Location] = field(default_factory=dict)
+    keys: dict[tuple, Location] = field(default_factory=dict)
+    # Scalars as written, for values YAML 1.1 turns into something surprising (`no` → False, `1e3` → "1e3").
+    raw: dict[tuple, str] = field(default_factory=dict)
+
+    def locate(self, path: tuple, *, key: bool = False) -> Location | None:
+        """The location of `path`, or of its nearest ancestor that has one."""
+        table = self.keys if key else self.values
+        if key and path in table:
+            return table[path]
+        while True:
+            if path in self.values:
+                return self.values[path]
+            if not path:
+                return None
+            path = path[:-1]
+
+
+def json_path(path: tuple) -> str:
+    """`("presets", "fast", "sigmas", 2)` → `$.presets.fast.sigmas[2]`."""
+    out = "$"
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.replace("_", "").replace("-", "").isalnum() and part[:1].isalpha():
+            out += f".{part}"
+        else:
+            out += f"[{part!r}]"
+    return out
+
+
+def _problem(file: str, mark, message: str, path: tuple = ()) -> Problem:
+    line = mark.line + 1 if mark is not None else None
+    col = mark.column + 1 if mark is not None else None
+    return Problem(file, line, col, json_path(path) if path else "", message)
+
+
+class _Builder:
+    """Turns a composed node graph into plain data while recording positions."""
+
+    def __init__(self, file: str, doc: Document):
+        self.file = file
+        self.doc = doc
+        self.count = 0
+        self.problems: list[Problem] = []
+        self._constructor = yaml.SafeLoader("")
+
+    def build(self, node, path: tuple, depth: int = 0):
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise RecipeError(
+                [_problem(self.file, node.start_mark, f"YAML aliases expand to more than {MAX_VALUES:,} values; "
+                          "refusing to expand further (alias bomb?)")]
+            )
+        if depth > MAX_DEPTH:
+            raise RecipeError([_problem(self.file, node.start_mark, f"nesting deeper than {MAX_DEPTH} levels "
+                                        "(a recursive alias?)")])
+        self.doc.values.setdefault(path, Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1))
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != "tag:yaml.org,2002:seq":
+                self._bad_tag(node, path)
+            return [self.build(child, path + (i,), depth + 1) for i, child in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != "tag:yaml.org,2002:map":
+                self._bad_tag(node, path)
+            return self._mapping(node, path, depth)
+        raise AssertionError(f"unknown YAML node {node!r}")
+
+    def _bad_tag(self, node, path):
+        self.problems.append(_problem(self.file, node.start_mark,
+                                      f"YAML tag {node.tag} is not allowed; recipes use plain YAML values only", path))
+
+    def _scalar(self, node, path):
+        if node.tag not in _SCALAR_TAGS:
+            self._bad_tag(node, path)
+            return node.value
+        value = self._constructor.yaml_constructors[node.tag](self._constructor, node)
+        if node.style is None and (node.tag == "tag:yaml.org,2002:bool" or
+                                   (node.tag == "tag:yaml.org,2002:str" and _looks_numeric(node.value))):
+            self.doc.raw[path] = node.value
+        return value
+
+    def _mapping(self, node, path, depth):
+        result: dict = {}
+        seen: dict = {}
+        merged: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        self.problems.append(_problem(self.file, source.start_mark,
+                                                      "'<<' merges mappings only", path))
+                        continue
+                    for k, v in self._mapping(source, path, depth + 1).items():
+                        merged.setdefault(k, v)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.problems.append(_problem(self.file, key_node.start_mark, "mapping keys must be plain strings",
+                                              path))
+                continue
+            key = key_node.value
+            if key in seen:
+                first = seen[key]
+                self.problems.append(_problem(
+                    self.file, key_node.start_mark,
+                    f"duplicate key '{key}' (first defined at line {first.line + 1}); remove one of them",
+                    path + (key,)))
+                continue
+            seen[key] = key_node.start_mark
+            self.doc.keys[path + (key,)] = Location(self.file, key_node.start_mark.line + 1,
+                                                    key_node.start_mark.column + 1)
+            result[key] = self.build(value_node, path + (key,), depth + 1)
+        for k, v in merged.items():
+            result.setdefault(k, v)
+        return result
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load(path: Path, display: str | None = None) -> Document:
+    """Load one YAML file safely; raise RecipeError with file:line:col problems on any failure."""
+    file = display or str(path)
+    try:
+        if path.is_dir():
+            raise RecipeError([Problem(file, None, None, "", "is a directory, not a recipe file")])
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise RecipeError([Problem(file, None, None, "", "no such file")]) from None
+    except OSError as exc:
+        raise RecipeError([Problem(file, None, None, "", f"cannot be read: {exc.strerror}")]) from None
+    if size > MAX_FILE_BYTES:
+        raise RecipeError([Problem(file, None, None, "",
+                                   f"is {size:,} bytes; recipes are limited to {MAX_FILE_BYTES:,} bytes")])
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RecipeError([Problem(file, line, col, "", "is not UTF-8 text; save the recipe as UTF-8")]) from None
+    return loads(text, file)
+
+
+def loads(text: str, file: str) -> Document:
+    """Parse YAML text; see `load`."""
+    doc = Document(file=file, data=None)
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise RecipeError([_problem(file, mark, f"YAML syntax error: {message}")]) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError([Problem(file, None, None, "", f"YAML error: {exc}")]) from None
+    if not nodes or nodes[0] is None:
+        raise RecipeError([Problem(file, None, None, "", "is empty; a recipe needs at least `version: 1` and `items`")])
+    if len(nodes) > 1:
+        raise RecipeError([_problem(file, nodes[1].start_mark, "holds several YAML documents; a recipe is one")])
+    builder = _Builder(file, doc)
+    doc.data = builder.build(nodes[0], ())
+    if builder.problems:
+        raise RecipeError(builder.problems)
+    return doc

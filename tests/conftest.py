@@ -1,0 +1,75 @@
+"""Shared fixtures: hermetic environment, recipe writing, and running the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "recipes"
+INPUTS = RECIPES / "inputs"
+
+# Hermetic: never touch the network or the user's caches.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_cache(tmp_path_factory, monkeypatch):
+    cache = tmp_path_factory.getbasetemp() / "hf-cache"
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
+
+
+def cli_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run `python -m renderer ARGS` as a user would, capturing text output."""
+    return subprocess.run([sys.executable, "-m", "renderer", *map(str, args)], cwd=cwd or REPO,
+                          env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    """Write a recipe (dedented YAML) into tmp_path next to copies of the example inputs; return its path."""
+    shutil.copytree(INPUTS, tmp_path / "inputs", dirs_exist_ok=True)
+
+    def write(text: str, name: str = "recipe.yaml") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return write
+
+
+TINY_RECIPE = """
+version: 1
+model: builtin:tiny
+output: {dir: out}
+defaults:
+  width: 64
+  height: 64
+  num_frames: 4
+  num_inference_steps: 3
+  decode_chunk_size: 2
+items:
+  - name: coffee
+    image: inputs/coffee.jpg
+"""
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
