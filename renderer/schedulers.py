@@ -178,7 +178,7 @@ OPTION_RULES: dict[str, OptionRule] = {
 
 # Options (and preset keys) that are real diffusers arguments but wrong or meaningless for SVD, with the reason.
 _NO_EFFECT = "it does nothing to SVD's schedule (its σ come from sigma_min/sigma_max, not from spaced timesteps)"
-_SCHEDULE = "pick the σ schedule with `sigmas: karras|exponential|ays` or a σ list"
+_SCHEDULE = "pick the σ schedule with `sigmas:` (karras, exponential, ays or a σ list)"
 _BETAS = "SVD's σ range is set by sigma_min/sigma_max; betas only matter to schedulers that are wrong for SVD"
 _DDIM_ONLY = "it belongs to DDIM/PNDM, which hand SVD's UNet integer timesteps"
 REFUSED_OPTIONS: dict[str, str] = {
@@ -392,12 +392,12 @@ def refusal(name: str) -> Refusal | None:
 
 # --- validation (torch-free) --------------------------------------------------------------------------------------
 
-Path = tuple  # a sub-path relative to the preset mapping, e.g. ("sigmas", 2)
+SubPath = tuple  # a sub-path relative to the preset mapping, e.g. ("sigmas", 2)
 
 
-def check_preset(spec: Mapping) -> list[tuple[Path, str]]:
+def check_preset(spec: Mapping) -> list[tuple[SubPath, str]]:
     """Every problem with the scheduler keys of a recipe preset, as (sub-path, message) pairs; [] when it is fine."""
-    problems: list[tuple[Path, str]] = []
+    problems: list[tuple[SubPath, str]] = []
     for key in _REFUSED_PRESET_KEYS:
         if key in spec:
             problems.append(((key,), f"{key} is refused: {REFUSED_OPTIONS[key]}"))
@@ -559,6 +559,10 @@ def resolve(preset: str | Mapping, base_config: Mapping | None = None) -> Resolv
     if isinstance(spec.get("sigmas"), (list, tuple)):
         spec = {k: v for k, v in spec.items() if k != "num_inference_steps"}
     problems = check_preset(spec)
+    steps = spec.get("num_inference_steps")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        # The recipe schema rejects this first; callers that skip it still get a message, not a TypeError.
+        problems.append((("num_inference_steps",), f"num_inference_steps must be a whole number ≥ 1, got {steps!r}"))
     if problems:
         raise ValueError("; ".join(f"{_render_path(path)}: {message}" for path, message in problems))
     builtin = PRESETS[canonical_name(spec.get("scheduler", DEFAULT_PRESET))]
@@ -602,14 +606,11 @@ def resolve(preset: str | Mapping, base_config: Mapping | None = None) -> Resolv
 
 
 def _class_schedule(cls: SchedulerClass, options: Mapping, base: Mapping) -> str:
-    # The schedule a class makes from num_inference_steps alone, given its arguments.
+    # The schedule a class makes from num_inference_steps alone, given its arguments (Karras unless told otherwise).
     if cls.name == "EulerDiscreteScheduler":
-        if options.get("use_exponential_sigmas", base.get("use_exponential_sigmas")):
-            return "exponential"
-        return "karras"
-    if cls.native_schedules:
-        return options.get("sigma_schedule", "karras")
-    return "karras"
+        exponential = options.get("use_exponential_sigmas", base.get("use_exponential_sigmas"))
+        return "exponential" if exponential else "karras"
+    return options.get("sigma_schedule", "karras")
 
 
 def resolved_steps(preset: str | Mapping, num_inference_steps: int | None = None) -> int:
@@ -636,7 +637,7 @@ def _as_spec(preset: str | Mapping) -> Mapping:
     raise TypeError(f"preset must be a name or a mapping, not {type(preset).__name__}")
 
 
-def _render_path(path: Path) -> str:
+def _render_path(path: SubPath) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))

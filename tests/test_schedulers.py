@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import pathlib
 import re
 import subprocess
 import sys
@@ -28,13 +29,17 @@ from renderer.schedulers import (
 )
 from renderer.tiny import SVD_SCHEDULER_CONFIG
 
+# diffusers' Euler warns about numpy 2's __array__ protocol when it computes σ from its betas.
+pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+
 # --- torch-free parts ---------------------------------------------------------------------------------------------
 
 
 def test_importing_schedulers_does_not_import_torch_or_diffusers():
     code = ("import sys, renderer.schedulers as s; s.check_preset({'scheduler': 'DDIM'}); s.presets_table(); "
             "s.resolve('dpmpp_2m_ays'); print(sorted(m for m in ('torch', 'diffusers', 'numpy') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
     assert result.stdout.strip() == "[]"
 
 
@@ -312,6 +317,11 @@ def test_build_honours_recipe_schedule_and_options():
 def test_build_refuses_with_the_check_preset_message(preset, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         build(preset, SVD_SCHEDULER_CONFIG)
+
+
+def test_build_rejects_a_bad_step_count():
+    with pytest.raises(ValueError, match="^num_inference_steps: num_inference_steps must be a whole number ≥ 1, got 0"):
+        build({"scheduler": "euler", "num_inference_steps": 0}, SVD_SCHEDULER_CONFIG)
 
 
 def test_build_rejects_from_config_leftovers(monkeypatch):
