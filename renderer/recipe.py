@@ -20,6 +20,7 @@ import jsonschema
 
 from . import images, schedulers
 from .errors import ImageError, Problem, RecipeError
+from .paths import is_inside, repository_root
 from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
@@ -158,8 +159,18 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, seen: tuple[Path, ...]) -> dict:
-    """Merge included files' presets and defaults under this document's own (this document wins)."""
+def _outside(rel: str, path: Path, root: Path | None) -> str | None:
+    """Why input `rel` may not be read (it resolves outside `root`), or None; root None allows anything."""
+    if root is None or is_inside(root, path):
+        return None
+    return (f"{rel} resolves to {path.resolve()}, outside the recipe's repository {root}; move it inside, or set "
+            "`allow_inputs_outside: true` at the top of the recipe")
+
+
+def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, seen: tuple[Path, ...],
+                    root: Path | None) -> dict:
+    """Merge included files' presets and defaults under this document's own (this document wins); includes must
+    resolve inside `root` (None: anywhere)."""
     data = dict(doc.data)
     includes = data.get("include", [])
     if not isinstance(includes, list):
@@ -170,6 +181,12 @@ def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, 
         if not isinstance(rel, str):
             continue
         target = (base_dir / rel).resolve()
+        refusal = _outside(rel, base_dir / rel, root)
+        if refusal:
+            loc = doc.locate(("include", index))
+            out.problems.append(Problem(doc.file, loc.line if loc else None, loc.col if loc else None,
+                                        json_path(("include", index)), refusal))
+            continue
         if target in seen:
             out.add(("include", index), f"include cycle: {rel} includes this file again")
             continue
@@ -194,7 +211,7 @@ def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, 
                                             json_path((key,)),
                                             f"'{key}' cannot be shared through include; an included file "
                                             "holds only presets and defaults"))
-        sub_data = _merge_includes(sub, target.parent, out, depth + 1, seen + (target,))
+        sub_data = _merge_includes(sub, target.parent, out, depth + 1, seen + (target,), root)
         for name, value in (sub_data.get("presets") or {}).items():
             merged_presets[name] = value
             out.owners[("presets", name)] = sub
@@ -264,17 +281,18 @@ def _report_schema_error(error, out: _Collector) -> None:
     validator = error.validator
     value = error.instance
     doc = out.doc_for(path)
+    if validator == "oneOf" and path[-2:-1] == ("items",) and isinstance(value, dict):
+        # Checked before the branches' own errors: with both keys, every branch passes and there are none.
+        has = [k for k in ("image", "glob") if k in value]
+        if not has:
+            out.add(path, "an item needs an `image` or a `glob`")
+            return
+        if len(has) == 2:
+            out.add(path + ("glob",), "an item has either `image` or `glob`, not both", key=True)
+            return
     if validator in ("oneOf", "anyOf") and error.context:
         # Report the branch that got furthest, which is the one the user most likely meant.
         best = max(error.context, key=lambda e: (len(e.absolute_path), -len(list(e.context or []))))
-        if validator == "oneOf" and path and path[-2:-1] == ("items",) and isinstance(value, dict):
-            has = [k for k in ("image", "glob") if k in value]
-            if not has:
-                out.add(path, "an item needs an `image` or a `glob`")
-                return
-            if len(has) == 2:
-                out.add(path + ("glob",), "an item has either `image` or `glob`, not both", key=True)
-                return
         if len(best.absolute_path) > len(path) or best.validator not in ("type",):
             _report_schema_error(best, out)
             return
@@ -416,7 +434,7 @@ def _resolve_preset_ref(name: Any, path: tuple, presets: dict[str, Preset], out:
 
 
 def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _Collector,
-                  check_images: bool) -> tuple[Item, ...]:
+                  check_images: bool, root: Path | None) -> tuple[Item, ...]:
     defaults = data.get("defaults") or {}
     default_presets = defaults.get("presets", ["euler"])
     default_seeds = defaults.get("seeds", [0])
@@ -446,6 +464,10 @@ def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _
                       else m, path + ("glob",)) for m in matches]
         for name, rel, where in files:
             image = (base_dir / rel)
+            refusal = _outside(rel, image, root)
+            if refusal:
+                out.add(where, refusal)
+                continue
             if not _SAFE_NAME.match(name):
                 out.add(where, f"item name {name!r} (from the file name) is not a safe name; add `name:` with "
                                "letters, digits, '.', '_' and '-'")
@@ -520,12 +542,13 @@ def load_recipe(path: Path | str, *, model_override: str | None = None, out_over
     out = _Collector()
     out.main = doc
     base_dir = path.resolve().parent
-    data = _merge_includes(doc, base_dir, out, 0, (path.resolve(),))
+    root = None if doc.data.get("allow_inputs_outside") is True else repository_root(path)
+    data = _merge_includes(doc, base_dir, out, 0, (path.resolve(),), root)
     _schema_problems(data, out)
     if out.problems:
         raise RecipeError(out.problems)
     presets = _build_presets(data, out)
-    items = _expand_items(data, base_dir, presets, out, check_images)
+    items = _expand_items(data, base_dir, presets, out, check_images, root)
     name = data.get("name") or (path.stem if _SAFE_NAME.match(path.stem) else "recipe")
     output = data.get("output") or {}
     out_dir = out_override or (base_dir / output.get("dir", f"renders/{name}"))
