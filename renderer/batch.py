@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, OutputLockedError, SvdrenderError
-from .outputs import SIDECAR_KIND, frames_sha256, sweep_temporaries, write_outputs, write_sidecar
-from .plan import Job, Plan
+from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, OutputLockedError, SvdrenderError
+from .images import image_sha256
+from .outputs import SIDECAR_KIND, frames_sha256, retract_sidecar, sweep_temporaries, write_outputs, write_sidecar
+from .plan import Job, Plan, decide, recheck, with_cache_key
 from .report import summary_table, write_manifest
 
 LOCK_NAME = ".svdrender.lock"
@@ -83,14 +84,19 @@ def git_commit(path: Path) -> dict[str, Any] | None:
 def output_lock(out_dir: Path):
     """Hold an exclusive flock on the output folder; the kernel releases it if the process dies."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    # O_NOFOLLOW: a symlink planted under the lock's name must not make us truncate the file it points to.
+    try:
+        fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise OutputLockedError(f"{out_dir / LOCK_NAME}: cannot be opened as the output lock ({exc.strerror}); "
+                                "remove it") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise OutputLockedError(f"{out_dir}: another svdrender run (pid {holder}) is writing here; wait for it "
-                                    "or use --out to render elsewhere") from None
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            raise OutputLockedError(f"{out_dir}: another svdrender run{f' (pid {holder})' if holder else ''} is "
+                                    "writing here; wait for it or use --out to render elsewhere") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -98,17 +104,53 @@ def output_lock(out_dir: Path):
         os.close(fd)
 
 
+class SignalGuard:
+    """SIGINT, SIGTERM and SIGHUP raise `Interrupted` once armed, except inside `held()`; otherwise they are only
+    remembered (setup and cleanup, and a finished job's sidecar, are never cut short). A second signal exits at
+    once: the kernel drops the lock and the next run sweeps the temporaries."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.received: int | None = None
+        self.armed = False
+
+    def arm(self) -> None:
+        """Let signals raise from now on, starting with one that arrived before."""
+        self.armed = True
+        if self.received is not None:
+            raise Interrupted(self.received)
+
+    def handle(self, signum, frame) -> None:
+        if self.received is not None:
+            os.write(2, f"svdrender: second {signal.Signals(signum).name}: stopping at once\n".encode())
+            os._exit(128 + signum)
+        self.received = signum
+        if self.armed:
+            raise Interrupted(signum)
+
+    @contextmanager
+    def held(self):
+        """Run a block that a signal must not cut; the caller checks `received` afterwards."""
+        armed, self.armed = self.armed, False
+        try:
+            yield
+        finally:
+            self.armed = armed
+
+    @property
+    def exit_code(self) -> int | None:
+        """128 + the signal received (130 SIGINT, 143 SIGTERM, 129 SIGHUP), or None."""
+        return None if self.received is None else 128 + self.received
+
+
 @contextmanager
 def stop_on_signals():
-    """Turn SIGTERM and SIGHUP into `Interrupted` (SIGINT already raises KeyboardInterrupt)."""
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        previous[sig] = signal.signal(sig, handler)
+    """Install a `SignalGuard` for the duration of a run."""
+    guard = SignalGuard()
+    previous = {sig: signal.signal(sig, guard.handle) for sig in SignalGuard.SIGNALS}
     try:
-        yield
+        yield guard
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -180,6 +222,8 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, f
         "versions": versions(),
         "recipe": {"path": str(recipe.path), "sha256": recipe.sha256, "git": git_commit(recipe.path)},
         "cache_key": job.cache_key,
+        "cache_inputs": job.cache_inputs,
+        "fallback": None,
         "frame_count": None,
         "width": s.width,
         "height": s.height,
@@ -195,6 +239,7 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, f
                                "sigmas": rendered.sigmas, "call_kwargs": rendered.call_kwargs}
         record["frame_count"] = int(rendered.frames.shape[0])
         record["frames_sha256"] = frames_sha256(rendered.frames)
+        record["fallback"] = rendered.fallback or None
     return record
 
 
@@ -204,11 +249,13 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
     out_dir = plan.recipe.output_dir
     results: list[JobResult] = []
     exit_code = EXIT_OK
-    with output_lock(out_dir), stop_on_signals():
+    with stop_on_signals() as guard, output_lock(out_dir):  # the guard is disarmed until the jobs start
         sweep_temporaries(out_dir)
+        plan = recheck(plan)  # a run that held the lock before us may have finished some jobs since we planned
         todo = [j for j in plan.jobs if j.skip_reason is None]
         progress = Progress(len(plan.jobs), quiet)
         try:
+            guard.arm()
             for job in plan.jobs:
                 if job.skip_reason is not None:
                     result = JobResult(job, "skipped", job.skip_reason)
@@ -221,18 +268,23 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
             failures = 0
             for job in todo:
                 progress.start(job)
-                result = _run_job(job, plan, engine, progress)
+                result = _run_job(job, plan, engine, progress, guard)
                 results.append(result)
                 progress.finish(result)
+                if result.status == "interrupted" or guard.received is not None:
+                    exit_code = EXIT_SIGINT  # a plain KeyboardInterrupt; the guard's own signal overrides it below
+                    break
                 if result.status == "failed":
                     failures += 1
                     if fail_fast or (max_failures is not None and failures >= max_failures):
                         break
         except KeyboardInterrupt:
             exit_code = EXIT_SIGINT
-        except Interrupted as exc:
-            exit_code = EXIT_SIGTERM if exc.signum == signal.SIGTERM else 128 + exc.signum
+        except Interrupted:
+            pass  # the guard knows which signal; cleanup below must not be cut by another one
         finally:
+            guard.armed = False
+            exit_code = guard.exit_code or exit_code
             progress.close()
             sweep_temporaries(out_dir)
             manifest = write_manifest(out_dir, {"recipe": str(plan.recipe.path), "name": plan.recipe.name,
@@ -242,28 +294,41 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
     return RunResult(results, exit_code, manifest, engine.loads if engine is not None else 0)
 
 
-def _run_job(job: Job, plan: Plan, engine, progress: Progress) -> JobResult:
+def _run_job(job: Job, plan: Plan, engine, progress: Progress, guard: SignalGuard) -> JobResult:
+    """Render and write one job; any failure of its own is recorded in its sidecar and returned, never raised."""
     started = time.time()
     t0 = time.perf_counter()
     load_seconds = 0.0
+    root = plan.recipe.output_dir
     try:
         if engine.pipe is None:
             engine.load()
             load_seconds = engine.info.load_seconds
+        if plan.model_revision is None and engine.info is not None:
+            # The hub revision resolved only now (downloaded by this load): key the job by the commit, as later
+            # runs will, and skip it if a run before the cache was emptied finished it.
+            job = decide(with_cache_key(job, plan.recipe, engine.info.resolved_revision))
+            if job.skip_reason:
+                return JobResult(job, "skipped", job.skip_reason)
+        retract_sidecar(job.sidecar, root=root)
         rendered = engine.render(job, on_step=progress.step)
+        _check_frames(rendered.frames)
+        if image_sha256(job.image) != job.image_sha256:
+            raise JobError(f"{job.image_display}: the input image changed while the batch ran; rerun to render it")
         t1 = time.perf_counter()
-        files = write_outputs(rendered.frames, job.outputs, job.settings.fps)
+        files = write_outputs(rendered.frames, job.outputs, job.settings.fps, root=root)
         timings = {"load": load_seconds, **rendered.timings, "encode": round(time.perf_counter() - t1, 3),
                    "total": round(time.perf_counter() - t0, 3)}
         record = _sidecar(job, plan, "ok", engine=engine, rendered=rendered, files=files, timings=timings,
                           started=started)
-        write_sidecar(job.sidecar, record)
+        with guard.held():
+            write_sidecar(job.sidecar, record, root=root)
         return JobResult(job, "ok", f"{timings['total']:.1f}s", record)
     except (KeyboardInterrupt, Interrupted) as exc:
         status_error = "interrupted by " + (exc.args[0] if isinstance(exc, Interrupted) else "SIGINT")
         record = _sidecar(job, plan, "interrupted", engine=engine, error=status_error, started=started)
-        write_sidecar(job.sidecar, record)
-        raise
+        _record_unfinished(job, record, root, guard)
+        return JobResult(job, "interrupted", status_error, record)
     except SvdrenderError as exc:
         if engine.pipe is None:
             raise  # the model itself cannot load: every job would fail the same way
@@ -274,8 +339,23 @@ def _run_job(job: Job, plan: Plan, engine, progress: Progress) -> JobResult:
             traceback.print_exc()
     record = _sidecar(job, plan, "failed", engine=engine, error=error, started=started,
                       timings={"total": round(time.perf_counter() - t0, 3)})
-    write_sidecar(job.sidecar, record)
+    _record_unfinished(job, record, root, guard)
     return JobResult(job, "failed", error, record)
+
+
+def _record_unfinished(job: Job, record: dict[str, Any], root: Path, guard: SignalGuard) -> None:
+    """Write a failed or interrupted job's sidecar if at all possible; without it the job simply renders again."""
+    try:
+        with guard.held():
+            write_sidecar(job.sidecar, record, root=root)
+    except (OSError, SvdrenderError):
+        pass  # a full disk, or the path that made the job fail; the run's summary still reports the job
+
+
+def _check_frames(frames) -> None:
+    """Refuse frames that are all black: NaN or overflow in the VAE decode becomes 0 in uint8."""
+    if not frames.any():
+        raise JobError("every frame is black (NaN or overflow while decoding? try dtype float32 or bfloat16)")
 
 
 def summarize(run: RunResult) -> str:

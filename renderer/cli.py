@@ -16,8 +16,8 @@ from .errors import EXIT_OK, EXIT_USAGE, RecipeError, SvdrenderError, UsageError
 
 EXIT_CODES_HELP = """\b
 Exit codes: 0 every job ok (or skipped), 1 some job failed or the model
-could not load, 2 invalid recipe or usage, 130 interrupted (SIGINT),
-143 terminated (SIGTERM)."""
+could not load, 2 invalid recipe or usage (or the output folder is in
+use), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP."""
 
 
 class DefaultRenderGroup(click.Group):
@@ -119,7 +119,8 @@ def _plan_table(plan) -> str:
             sched += f" sigmas={sigmas if isinstance(sigmas, str) else 'custom'}"
         detail = (f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {sched} "
                   f"-> {Path(next(iter(job.outputs.values()))).relative_to(plan.recipe.output_dir)}")
-        rows.append((job.id, "skip" if job.skip_reason else "render", detail))
+        rows.append((job.id, "skip" if job.skip_reason else "render",
+                     f"{detail} ({job.skip_reason or job.render_reason})"))
     todo = len(plan.to_render)
     return (f"{plan.recipe.name}: {len(plan.jobs)} jobs ({todo} to render), model {plan.recipe.model.id}, "
             f"output {plan.recipe.output_dir}\n{summary_table(rows)}")

@@ -8,6 +8,7 @@ initial noise is the same on any device.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import time
@@ -25,6 +26,7 @@ from .recipe import BUILTIN_TINY, ModelSpec
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Rendered:
     sigmas: list[float]
     call_kwargs: dict
     timings: dict = field(default_factory=dict)
+    fallback: list[str] = field(default_factory=list)  # what out-of-memory retries changed, e.g. decode_chunk_size=2
 
 
 def resolve_device(requested: str | None) -> str:
@@ -159,6 +162,7 @@ class Engine:
         self.info: LoadedModel | None = None
         self.loads = 0
         self._base_scheduler_config: dict | None = None
+        self.memory_savers: list[str] = []  # forward_chunking, cpu_offload: once enabled, kept for later jobs
 
     def load(self) -> LoadedModel:
         """Load the pipeline if it is not loaded yet (one load per Engine)."""
@@ -175,10 +179,7 @@ class Engine:
         t0 = time.perf_counter()
         s = job.settings
         image = images.fit_image(images.load_image(job.image), s.width, s.height, s.fit)
-        scheduler, call_kwargs = schedulers.build(job.scheduler, self._base_scheduler_config)
-        generator = torch.Generator(device="cpu").manual_seed(job.seed)
-        schedulers.seed_scheduler(scheduler, generator)
-        self.pipe.scheduler = scheduler
+        scheduler, call_kwargs, generator = self._sampler(job)
         timings["prepare"] = time.perf_counter() - t0
 
         total = [0]
@@ -188,32 +189,52 @@ class Engine:
                 on_step(i + 1, total[0] or len(pipe.scheduler.timesteps))
             return kwargs
 
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            latents = self.pipe(
-                image,
-                height=s.height,
-                width=s.width,
-                num_frames=s.num_frames,
-                fps=s.fps,
-                motion_bucket_id=s.motion_bucket_id,
-                noise_aug_strength=s.noise_aug_strength,
-                min_guidance_scale=s.min_guidance_scale,
-                max_guidance_scale=s.max_guidance_scale,
-                decode_chunk_size=s.decode_chunk_size,
-                generator=generator,
-                output_type="latent",
-                callback_on_step_end=step_end,
-                **call_kwargs,
-            ).frames
-            self._sync()
-            t2 = time.perf_counter()
-            # Decoding outside the pipeline call separates denoise and decode timings; it is the same code the
-            # pipeline runs for output_type="pt".
-            video = self.pipe.decode_latents(latents, s.num_frames, s.decode_chunk_size or s.num_frames)
-            video = self.pipe.video_processor.postprocess_video(video=video, output_type="pt")[0]
-            frames = (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            self._sync()
+        chunk = s.decode_chunk_size or s.num_frames
+        latents = None
+        while True:
+            try:
+                with torch.inference_mode():
+                    if latents is None:
+                        t1 = time.perf_counter()
+                        latents = self.pipe(
+                            image,
+                            height=s.height,
+                            width=s.width,
+                            num_frames=s.num_frames,
+                            fps=s.fps,
+                            motion_bucket_id=s.motion_bucket_id,
+                            noise_aug_strength=s.noise_aug_strength,
+                            min_guidance_scale=s.min_guidance_scale,
+                            max_guidance_scale=s.max_guidance_scale,
+                            decode_chunk_size=s.decode_chunk_size,
+                            generator=generator,
+                            output_type="latent",
+                            callback_on_step_end=step_end,
+                            **call_kwargs,
+                        ).frames
+                        self._sync()
+                        t2 = time.perf_counter()
+                    # Decoding outside the pipeline call separates denoise and decode timings; it is the same code
+                    # the pipeline runs for output_type="pt".
+                    video = self.pipe.decode_latents(latents, s.num_frames, chunk)
+                    video = self.pipe.video_processor.postprocess_video(video=video, output_type="pt")[0]
+                    frames = (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                    self._sync()
+                break
+            except _OUT_OF_MEMORY as exc:
+                failed_in = "denoise" if latents is None else "decode"
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+            # Out of the except block, so the traceback no longer pins the failed attempt's tensors.
+            self._release_memory()
+            if failed_in == "decode" and chunk > 1:
+                chunk = max(1, chunk // 2)  # the latents are kept: only the decode runs again
+            elif not self._save_memory(failed_in):
+                tried = ", ".join(self._fallback(s, chunk))
+                raise JobError(f"out of memory while {'denoising' if failed_in == 'denoise' else 'decoding'}"
+                               f"{' even with ' + tried if tried else ''}: {message}; lower width, height or "
+                               "num_frames")
+            elif failed_in == "denoise":
+                scheduler, call_kwargs, generator = self._sampler(job)  # the same noise as the first attempt
         timings["denoise"] = t2 - t1
         timings["decode"] = time.perf_counter() - t2
         if not np.isfinite(latents.float().cpu().numpy()).all():
@@ -225,7 +246,42 @@ class Engine:
             sigmas=[round(float(x), 6) for x in getattr(scheduler, "sigmas", [])],
             call_kwargs={k: (list(map(float, v)) if k == "sigmas" else v) for k, v in call_kwargs.items()},
             timings={k: round(v, 3) for k, v in timings.items()},
+            fallback=self._fallback(s, chunk),
         )
+
+    def _sampler(self, job: Job):
+        """A fresh scheduler on the pipeline, its call arguments, and the job's seeded CPU generator."""
+        scheduler, call_kwargs = schedulers.build(job.scheduler, self._base_scheduler_config)
+        generator = torch.Generator(device="cpu").manual_seed(job.seed)
+        schedulers.seed_scheduler(scheduler, generator)
+        self.pipe.scheduler = scheduler
+        return scheduler, call_kwargs, generator
+
+    def _save_memory(self, failed_in: str) -> bool:
+        """Enable the next memory saver for the phase that ran out of memory; False when none is left.
+
+        Forward chunking runs the UNet's feed-forward layers in slices (denoise only); model CPU offload keeps only
+        the running model on the GPU (needs a GPU to offload from). Both stay on for later jobs.
+        """
+        if failed_in == "denoise" and "forward_chunking" not in self.memory_savers:
+            self.pipe.unet.enable_forward_chunking()
+            self.memory_savers.append("forward_chunking")
+            return True
+        if "cpu_offload" not in self.memory_savers and torch.device(self.device).type == "cuda":
+            self.pipe.enable_model_cpu_offload(device=self.device)
+            self.memory_savers.append("cpu_offload")
+            return True
+        return False
+
+    def _fallback(self, s, chunk: int) -> list[str]:
+        """What this job ran with to fit in memory, for its sidecar."""
+        smaller = [f"decode_chunk_size={chunk}"] if chunk != (s.decode_chunk_size or s.num_frames) else []
+        return smaller + self.memory_savers
+
+    def _release_memory(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _sync(self) -> None:
         if self.device.startswith("cuda"):

@@ -2,7 +2,8 @@
 
 Every file is written under a temporary name in its final folder, flushed to disk, then renamed into place, so a
 crash never leaves an incomplete file under a final name. The sidecar is written last: it is the record that a job
-finished, and its sha256 list lets a rerun tell intact outputs from damaged ones.
+finished, and its sha256 list lets a rerun tell intact outputs from damaged ones. Every path is checked to resolve
+inside the output folder right before it is written.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import JobError
+from .paths import check_output_path
 
 TMP_MARKER = ".svdtmp-"
 SIDECAR_KIND = "svdrender.job"
@@ -87,26 +93,41 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
 
 
 def encode_video(frames: np.ndarray, final: Path, fmt: str, fps: int) -> None:
-    """Encode uint8 frames [F, H, W, 3] with the ffmpeg that imageio-ffmpeg ships, atomically."""
+    """Encode uint8 frames [F, H, W, 3] with the ffmpeg that imageio-ffmpeg ships, atomically; a failed encode
+    raises JobError with ffmpeg's own reason and leaves nothing behind."""
     import imageio_ffmpeg
 
     codec, pix_fmt, params = _FFMPEG[fmt]
     height, width = frames.shape[1:3]
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)
+    # The command imageio-ffmpeg's write_frames builds, run here because write_frames ignores ffmpeg's exit status
+    # (a failed encode would leave an empty file that looks finished).
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
+           "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", "-an", "-vcodec", codec, "-pix_fmt", pix_fmt,
+           "-v", "error", *params, str(tmp)]
+    # A session of its own: a Ctrl-C meant for svdrender must not kill ffmpeg before svdrender decides what to do.
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     try:
-        writer = imageio_ffmpeg.write_frames(
-            str(tmp), (width, height), fps=fps, codec=codec, pix_fmt_out=pix_fmt, quality=None,
-            macro_block_size=1, output_params=params, ffmpeg_log_level="error",
-        )
-        writer.send(None)
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        _, err = proc.communicate(np.ascontiguousarray(frames, dtype=np.uint8).tobytes())
+        if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            raise JobError(f"encoding {fmt} failed: ffmpeg: {_ffmpeg_reason(err, proc.returncode)}")
         _fsync(tmp)
         _place(tmp, final)
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         tmp.unlink(missing_ok=True)
+
+
+def _ffmpeg_reason(stderr: bytes, code: int) -> str:
+    """ffmpeg's first error line (the cause; later lines are consequences), without its context addresses."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return f"exited with status {code}"
+    return re.sub(r"\[(\w+) @ 0x[0-9a-f]+\] ", r"\1: ", lines[0])
 
 
 def write_frames_folder(frames: np.ndarray, final: Path) -> list[Path]:
@@ -141,10 +162,12 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_outputs(frames: np.ndarray, outputs: dict[str, Path], fps: int) -> list[dict[str, Any]]:
-    """Write every requested format; return file records (path relative to the sidecar's folder, sha256, bytes)."""
+def write_outputs(frames: np.ndarray, outputs: dict[str, Path], fps: int, *, root: Path) -> list[dict[str, Any]]:
+    """Write every requested format inside output folder `root`; return file records (path relative to the
+    sidecar's folder, sha256, bytes)."""
     records = []
     for fmt, final in outputs.items():
+        check_output_path(root, final)
         if fmt == "frames":
             files = write_frames_folder(frames, final)
         else:
@@ -156,9 +179,18 @@ def write_outputs(frames: np.ndarray, outputs: dict[str, Path], fps: int) -> lis
     return records
 
 
-def write_sidecar(path: Path, record: dict[str, Any]) -> None:
-    """Write a job's sidecar manifest atomically (last, after its outputs)."""
+def write_sidecar(path: Path, record: dict[str, Any], *, root: Path) -> None:
+    """Write a job's sidecar manifest atomically inside output folder `root` (last, after its outputs)."""
+    check_output_path(root, path)
     write_bytes_atomic(path, (json.dumps(record, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+
+def retract_sidecar(path: Path, *, root: Path) -> None:
+    """Remove a job's sidecar before its outputs are replaced, so no "ok" record ever describes other files."""
+    check_output_path(root, path)
+    if path.exists():
+        path.unlink()
+        _fsync(path.parent)
 
 
 def read_sidecars(root: Path) -> list[dict[str, Any]]:

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from . import __version__
+from . import __version__, schedulers
+from .outputs import file_sha256
 from .recipe import ModelSpec, Recipe, Settings, resolve_settings
 
 # Bump when the bytes svdrender writes for the same frames change (encoder settings, sidecar layout).
 OUTPUT_FORMAT_VERSION = 1
 VIDEO_EXTENSIONS = {"mp4": "mp4", "webm": "webm", "gif": "gif", "webp": "webp"}
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# How a changed cache-key input is named when `svdrender plan` says why a job renders again.
+_INPUT_NAMES = {"image_sha256": "input image", "scheduler": "scheduler", "model": "model", "formats": "formats",
+                "output_format_version": "svdrender's output format"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,9 @@ class Job:
     outputs: dict = field(default_factory=dict, hash=False, compare=False)  # format → final path
     sidecar: Path = Path()
     cache_key: str = ""
+    cache_inputs: dict = field(default_factory=dict, hash=False, compare=False)  # what cache_key hashes
     skip_reason: str | None = None
+    render_reason: str | None = None  # why it renders: new, changed, missing, corrupt, failed before, forced
 
     @property
     def cost(self) -> int:
@@ -48,31 +56,59 @@ class Plan:
 
     recipe: Recipe
     jobs: tuple[Job, ...]
+    model_revision: str | None = None  # what the model resolves to now; None: a hub revision not cached yet
+    force: bool = False
 
     @property
     def to_render(self) -> tuple[Job, ...]:
         return tuple(j for j in self.jobs if j.skip_reason is None)
 
 
-def _file_sha256(path: Path) -> str:
+def model_revision(model: ModelSpec, base_dir: Path) -> str | None:
+    """The exact model a render would load, without importing torch: "builtin", a local folder's fingerprint, or the
+    commit a hub revision resolves to in the local Hugging Face cache (None when it is not cached yet)."""
+    if model.is_builtin:
+        return "builtin"
+    local = Path(model.id).expanduser()
+    local = local if local.is_absolute() else base_dir / local
+    if local.is_dir():
+        return "local:" + _folder_fingerprint(local)
+    if _COMMIT.match(model.revision):
+        return model.revision
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model.id, "model_index.json", revision=model.revision)
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """Configs (model_index.json, scheduler config, ...) by content; weights by size and modification time."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        stat = path.stat()
+        mark = file_sha256(path) if path.suffix == ".json" else f"{stat.st_size}:{stat.st_mtime_ns}"
+        digest.update(f"{path.relative_to(folder)}\0{mark}\n".encode())
+    return digest.hexdigest()[:16]
 
 
-def cache_key(image_sha256: str, settings: Settings, scheduler: dict, model: ModelSpec, formats) -> str:
-    """Hash of everything that determines a job's output bytes."""
+def cache_inputs(job: Job, recipe: Recipe, revision: str | None) -> dict:
+    """Everything that determines a job's output bytes, as JSON data (sidecars keep it to explain changes)."""
     payload = {
-        "image_sha256": image_sha256,
-        "settings": asdict(settings),
-        "scheduler": scheduler,
-        "model": asdict(model),
-        "formats": sorted(formats),
+        "image_sha256": job.image_sha256,
+        "settings": asdict(job.settings),
+        "scheduler": job.scheduler,
+        "model": {**asdict(recipe.model), "resolved_revision": revision},
+        "formats": sorted(recipe.formats),
         "output_format_version": OUTPUT_FORMAT_VERSION,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+    return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+
+def with_cache_key(job: Job, recipe: Recipe, revision: str | None) -> Job:
+    """`job` keyed for model revision `revision` (after a load resolved one the plan could not)."""
+    inputs = cache_inputs(job, recipe, revision)
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return replace(job, cache_key=key, cache_inputs=inputs)
 
 
 def job_paths(out_dir: Path, item: str, preset: str, seed: int, formats) -> tuple[dict, Path]:
@@ -82,33 +118,75 @@ def job_paths(out_dir: Path, item: str, preset: str, seed: int, formats) -> tupl
     return outputs, stem.with_suffix(".json")
 
 
-def skip_reason(job: Job) -> str | None:
-    """Why a finished job can be skipped, or None when it must be rendered (missing, changed or corrupt)."""
+def decide(job: Job) -> Job:
+    """`job` with its skip_reason (finished, same cache key, files intact) or its render_reason set."""
+    reason = _render_reason(job)
+    return replace(job, skip_reason=None if reason else "done: same settings, files intact", render_reason=reason)
+
+
+def _render_reason(job: Job) -> str | None:
     try:
         sidecar = json.loads(job.sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "new"
     except (OSError, ValueError):
-        return None
-    if sidecar.get("status") != "ok" or sidecar.get("cache_key") != job.cache_key:
-        return None
-    for entry in sidecar.get("files", []):
-        path = job.sidecar.parent / entry["path"]
+        return "sidecar unreadable"
+    if not isinstance(sidecar, dict):
+        return "sidecar unreadable"
+    if sidecar.get("status") != "ok":
+        status = sidecar.get("status")
+        return "previous run was interrupted" if status == "interrupted" else f"previous run {status or 'unknown'}"
+    if sidecar.get("cache_key") != job.cache_key:
+        return "changed: " + _changes(sidecar.get("cache_inputs"), job.cache_inputs)
+    for entry in sidecar.get("files") or []:
         try:
-            if _file_sha256(path) != entry["sha256"]:
-                return None
-        except OSError:
-            return None
-    return "done: same settings, files intact"
+            if file_sha256(job.sidecar.parent / entry["path"]) != entry["sha256"]:
+                return f"output corrupt: {entry['path']}"
+        except FileNotFoundError:
+            return f"output missing: {entry['path']}"
+        except (OSError, KeyError, TypeError):
+            return "output unreadable"
+    return None
+
+
+def _changes(old, new: dict) -> str:
+    """Which cache-key inputs differ, naming settings one by one."""
+    if not isinstance(old, dict):
+        return "cache key"
+    changed = []
+    for key, value in new.items():
+        if old.get(key) == value:
+            continue
+        if key == "settings" and isinstance(old.get(key), dict):
+            changed += [name for name in value if old[key].get(name) != value[name]]
+        else:
+            changed.append(_INPUT_NAMES.get(key, key))
+    return ", ".join(changed) or "cache key"
+
+
+def recheck(plan: Plan) -> Plan:
+    """Decide again, against the sidecars on disk now, the jobs a plan renders (run once the output lock is held:
+    another run may have finished some of them since the plan was made)."""
+    if plan.force:
+        return plan
+    return replace(plan, jobs=tuple(job if job.skip_reason else decide(job) for job in plan.jobs))
 
 
 def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False) -> Plan:
     """Resolve every item × preset × seed into a Job; `only` keeps jobs whose id or item matches."""
     jobs = []
+    revision = model_revision(recipe.model, recipe.path.parent)
     for item in recipe.items:
-        image_sha = _file_sha256(item.image)
+        image_sha = file_sha256(item.image)
         for preset_name in item.presets:
             preset = recipe.presets[preset_name]
             settings = resolve_settings(recipe, preset, item)
             scheduler = preset.scheduler_spec(settings.num_inference_steps)
+            # An explicit σ list sets the step count itself; settings (and cost, manifests) must say what runs.
+            steps = schedulers.resolved_steps(scheduler)
+            if steps != settings.num_inference_steps:
+                settings = replace(settings, num_inference_steps=steps)
+                scheduler = preset.scheduler_spec(steps)
             for seed in item.seeds:
                 job_id = f"{item.name}/{preset_name}/seed-{seed}"
                 if only and not any(job_id == o or item.name == o or job_id.startswith(o.rstrip("/") + "/")
@@ -119,20 +197,10 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
                     id=job_id, item=item.name, preset=preset_name, seed=seed, image=item.image,
                     image_display=item.image_display, image_sha256=image_sha, settings=settings,
                     scheduler=scheduler, preset_description=preset.description, outputs=outputs, sidecar=sidecar,
-                    cache_key=cache_key(image_sha, settings, scheduler, recipe.model, recipe.formats),
                 )
-                if not force:
-                    reason = skip_reason(job)
-                    if reason:
-                        job = _with_skip(job, reason)
-                jobs.append(job)
-    return Plan(recipe=recipe, jobs=tuple(jobs))
-
-
-def _with_skip(job: Job, reason: str) -> Job:
-    from dataclasses import replace
-
-    return replace(job, skip_reason=reason)
+                job = with_cache_key(job, recipe, revision)
+                jobs.append(replace(job, render_reason="forced (--force)") if force else decide(job))
+    return Plan(recipe=recipe, jobs=tuple(jobs), model_revision=revision, force=force)
 
 
 def plan_json(plan: Plan) -> dict:
@@ -141,7 +209,7 @@ def plan_json(plan: Plan) -> dict:
         "svdrender": __version__,
         "recipe": str(plan.recipe.path),
         "name": plan.recipe.name,
-        "model": asdict(plan.recipe.model),
+        "model": {**asdict(plan.recipe.model), "resolved_revision": plan.model_revision},
         "output_dir": str(plan.recipe.output_dir),
         "formats": list(plan.recipe.formats),
         "jobs": [
@@ -149,7 +217,7 @@ def plan_json(plan: Plan) -> dict:
                 "id": j.id, "item": j.item, "preset": j.preset, "seed": j.seed, "image": str(j.image),
                 "image_sha256": j.image_sha256, "settings": asdict(j.settings), "scheduler": j.scheduler,
                 "outputs": {k: str(v) for k, v in j.outputs.items()}, "sidecar": str(j.sidecar),
-                "cache_key": j.cache_key, "skip": j.skip_reason, "cost": j.cost,
+                "cache_key": j.cache_key, "skip": j.skip_reason, "render_reason": j.render_reason, "cost": j.cost,
             }
             for j in plan.jobs
         ],

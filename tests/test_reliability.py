@@ -1,0 +1,403 @@
+"""Reliability of long batches: skip decisions and their reasons, SIGKILL at any moment, SIGINT/SIGTERM/SIGHUP,
+one writer per output folder, per-job failures (OOM, black frames, encoder, changed or undecodable images), and
+writes that never leave the output folder.
+
+Signal and lock tests drive the real CLI in subprocesses and time their signals by its progress lines ("[i/N] job
+status" on stderr) and by the temporaries it writes; failure tests run `run_plan` in-process on the real tiny engine,
+or on a stand-in engine where the test is about what happens around rendering."""
+
+import fcntl
+import json
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import REPO, TINY_RECIPE, cli_env, load_json, run_cli
+from renderer.batch import LOCK_NAME, run_plan
+from renderer.outputs import TMP_MARKER
+from renderer.plan import make_plan, model_revision, with_cache_key
+from renderer.recipe import ModelSpec, load_recipe
+
+
+def tiny(seeds, extra_items="") -> str:
+    """TINY_RECIPE rendering coffee with `seeds`, plus more items."""
+    return TINY_RECIPE.replace("image: inputs/coffee.jpg", f"image: inputs/coffee.jpg\n    seeds: {list(seeds)}") \
+        + extra_items
+
+
+def temporaries(root: Path) -> list[Path]:
+    return sorted(root.rglob(f"*{TMP_MARKER}*"))
+
+
+def lock_is_free(out: Path) -> bool:
+    with open(out / LOCK_NAME, "rb") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return True
+
+
+def frame_count(video: Path) -> int:
+    ffprobe = shutil.which("ffprobe")
+    assert ffprobe, "ffprobe is missing: install Debian's ffmpeg package (tests/run does)"
+    out = subprocess.run([ffprobe, "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                          "stream=nb_read_frames", "-of", "csv=p=0", str(video)], capture_output=True, text=True)
+    return int(out.stdout.strip() or 0)
+
+
+class LiveRun:
+    """`svdrender ARGS` in a subprocess whose progress lines can be awaited, so a test can signal it on cue."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([sys.executable, "-m", "renderer", *map(str, args)], cwd=REPO, env=cli_env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for line in self.proc.stderr:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def wait_for_line(self, pattern: str, count: int = 1, timeout: float = 300) -> None:
+        """Block until `count` stderr lines have matched `pattern`."""
+        deadline = time.monotonic() + timeout
+        while sum(bool(re.search(pattern, line)) for line in self.lines) < count:
+            line = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            assert line is not None, f"exited before {count}x {pattern!r}:\n" + "\n".join(self.lines)
+            self.lines.append(line)
+
+    def wait_until(self, condition, timeout: float = 300) -> None:
+        """Poll `condition()` every millisecond or so (to catch a temporary that lives ~0.1 s)."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.proc.poll() is None, "exited before the awaited moment:\n" + self.finish()[1]
+            assert time.monotonic() < deadline, "timed out"
+            time.sleep(0.001)
+
+    def finish(self, timeout: float = 120) -> tuple[str, str]:
+        stdout = self.proc.stdout.read()
+        self.proc.wait(timeout)
+        while (line := self._queue.get(timeout=timeout)) is not None:
+            self.lines.append(line)
+        return stdout, "\n".join(self.lines)
+
+
+def test_sigkill_at_any_moment_then_a_rerun_renders_each_job_exactly_once(write_recipe, tmp_path):
+    path = write_recipe(tiny(range(4)))
+    out = tmp_path / "out"
+    sidecars = {seed: out / "coffee" / "euler" / f"seed-{seed}.json" for seed in range(4)}
+    finished: dict[int, bytes] = {}  # sidecar bytes of every job finished so far: they must never change
+
+    def after_kill():
+        for seed, sidecar in sidecars.items():
+            if seed not in finished and sidecar.exists():
+                assert load_json(sidecar)["status"] == "ok"
+                finished[seed] = sidecar.read_bytes()
+        for video in out.rglob("seed-*.mp4"):  # nothing incomplete under a final name
+            assert frame_count(video) == 4, video
+
+    # 1: killed while its first output is being written; 0 jobs finished.
+    run = LiveRun(path)
+    run.wait_until(lambda: any(p.name.startswith(".seed-0.mp4") for p in temporaries(out)))
+    run.proc.kill()
+    run.finish()
+    assert temporaries(out), "a killed run leaves its temporary behind..."
+    after_kill()
+    assert finished == {}
+    # 2: killed right after its first job finished (the second has just started); the lock of run 1 did not block.
+    run = LiveRun(path)
+    run.wait_for_line(r"^\[\d/4\] coffee/euler/seed-\d ok")
+    assert temporaries(out) == [], "...which the next run sweeps before it writes"
+    run.proc.kill()
+    run.finish()
+    after_kill()
+    assert sorted(finished) == [0]
+    # 3: killed right after its second job finished.
+    run = LiveRun(path)
+    run.wait_for_line(r"^\[\d/4\] coffee/euler/seed-\d ok", count=2)
+    run.proc.kill()
+    run.finish()
+    after_kill()
+    assert sorted(finished) == [0, 1, 2]
+    # 4: completes, rendering only what no run finished.
+    rerun = run_cli(path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.strip().splitlines()[-1].startswith("1 ok, 3 skipped;")
+    assert {seed: sidecars[seed].read_bytes() for seed in finished} == finished
+    assert load_json(out / "manifest.json")["counts"] == {"ok": 4}
+    assert temporaries(out) == []
+    after_kill()
+
+
+def test_sigterm_stops_the_job_records_it_interrupted_and_exits_143(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1]))
+    out = tmp_path / "out"
+    run = LiveRun(path)
+    run.wait_for_line(r"^\[1/2\] coffee/euler/seed-0 ok")
+    run.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    stdout, stderr = run.finish()
+    assert run.proc.returncode == 143, stderr
+    assert time.monotonic() - signalled < 15  # "a few seconds" on a busy 2-core CI runner
+    assert "[2/2] coffee/euler/seed-1 interrupted (interrupted by SIGTERM)" in stderr
+    assert "Traceback" not in stderr
+    sidecar = load_json(out / "coffee" / "euler" / "seed-1.json")
+    assert (sidecar["status"], sidecar["error"]) == ("interrupted", "interrupted by SIGTERM")
+    assert not (out / "coffee" / "euler" / "seed-1.mp4").exists()
+    assert temporaries(out) == []
+    assert lock_is_free(out)
+    assert load_json(out / "manifest.json")["counts"] == {"interrupted": 1, "ok": 1}
+    plan = run_cli("plan", path).stdout
+    assert re.search(r"coffee/euler/seed-0 +skip .*\(done: same settings, files intact\)", plan)
+    assert re.search(r"coffee/euler/seed-1 +render .*\(previous run was interrupted\)", plan)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGHUP, 129)], ids=["SIGINT", "SIGHUP"])
+def test_sigint_and_sighup_while_starting_exit_cleanly(write_recipe, tmp_path, sig, code):
+    path = write_recipe(tiny([0]))
+    out = tmp_path / "out"
+    run = LiveRun(path)
+    # The lock holds the pid once the run owns the folder; it is then importing torch or loading the model.
+    run.wait_until(lambda: (out / LOCK_NAME).exists() and (out / LOCK_NAME).read_text().strip())
+    run.proc.send_signal(sig)
+    _, stderr = run.finish()
+    assert run.proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert temporaries(out) == []
+    assert lock_is_free(out)
+
+
+def test_a_second_run_on_the_same_folder_fails_at_once(write_recipe, tmp_path):
+    path = write_recipe(tiny([0]))
+    out = tmp_path / "out"
+    first = LiveRun(path)
+    first.wait_until(lambda: (out / LOCK_NAME).exists() and (out / LOCK_NAME).read_text().strip())
+    second = run_cli(path)
+    assert first.proc.poll() is None, "the first run must still hold the lock for this test to mean anything"
+    assert second.returncode == 2
+    assert second.stderr.strip() == (f"svdrender: {out}: another svdrender run (pid {first.proc.pid}) is writing "
+                                     "here; wait for it or use --out to render elsewhere")
+    _, stderr = first.finish()
+    assert first.proc.returncode == 0, stderr
+    assert load_json(out / "manifest.json")["counts"] == {"ok": 1}
+
+
+# ---- in-process: failures of one job, and what the plan decides ----
+
+@dataclass
+class StandInModel:
+    """What Engine.info holds, for sidecars."""
+
+    id: str = "builtin:tiny"
+    resolved_revision: str = "builtin"
+
+
+class StandInEngine:
+    """An engine that 'renders' grey frames (or what `frames_for` returns) without torch: for tests about what
+    happens around rendering."""
+
+    pipe = "loaded"
+    loads = 1
+
+    def __init__(self, frames_for=None, info=None):
+        self.frames_for = frames_for or (lambda job: np.full((4, 64, 64, 3), 100 + job.seed, np.uint8))
+        self.info = info
+
+    def render(self, job, on_step=None):
+        return SimpleNamespace(frames=self.frames_for(job), scheduler_class="StandIn", scheduler_config={},
+                               sigmas=[], call_kwargs={}, timings={}, fallback=[])
+
+
+def render_in_process(path: Path, engine=None, **kwargs):
+    return run_plan(make_plan(load_recipe(path), **kwargs), engine=engine or StandInEngine(), quiet=True)
+
+
+def test_plan_says_why_each_job_renders(write_recipe, tmp_path):
+    rocket = "  - name: rocket\n    image: inputs/rocket.jpg\n"
+    path = write_recipe(tiny(range(6), rocket))
+    assert render_in_process(path).exit_code == 0
+    folder = tmp_path / "out" / "coffee" / "euler"
+    (folder / "seed-1.mp4").unlink()
+    (folder / "seed-2.mp4").write_bytes(b"damaged")
+    for seed, status in ((3, "failed"), (4, "interrupted")):
+        record = load_json(folder / f"seed-{seed}.json")
+        (folder / f"seed-{seed}.json").write_text(json.dumps({**record, "status": status}))
+    (folder / "seed-5.json").write_text("{truncated")
+    write_recipe(tiny(range(7), rocket + "    motion_bucket_id: 100\n"))
+    plan = run_cli("plan", path)
+    assert plan.returncode == 0, plan.stderr
+    reasons = dict(re.findall(r"^(\S+) +(?:skip|render) .*\((.*)\)$", plan.stdout, re.MULTILINE))
+    assert reasons == {
+        "coffee/euler/seed-0": "done: same settings, files intact",
+        "coffee/euler/seed-1": "output missing: seed-1.mp4",
+        "coffee/euler/seed-2": "output corrupt: seed-2.mp4",
+        "coffee/euler/seed-3": "previous run failed",
+        "coffee/euler/seed-4": "previous run was interrupted",
+        "coffee/euler/seed-5": "sidecar unreadable",
+        "coffee/euler/seed-6": "new",
+        "rocket/euler/seed-0": "changed: motion_bucket_id",
+    }
+    forced = run_cli("plan", path, "--force", "--only", "coffee/euler/seed-0").stdout
+    assert re.search(r"^coffee/euler/seed-0 +render .*\(forced \(--force\)\)$", forced, re.MULTILINE)
+    assert "recipe: 1 jobs (1 to render)" in forced  # --only narrows the plan to the named job
+
+
+def test_cache_key_follows_the_resolved_model_revision(write_recipe, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--acme--svd"
+
+    def cache_commit(commit: str) -> None:
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "model_index.json").write_text("{}")
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(commit)
+
+    path = write_recipe(tiny([0]).replace("model: builtin:tiny", "model: acme/svd"))
+    uncached = make_plan(load_recipe(path))
+    assert uncached.model_revision is None
+    # A first run downloads the model; its sidecar is keyed by the commit the load resolved, as later plans are.
+    commit_a, commit_b = "a" * 40, "b" * 40
+    run = run_plan(uncached, engine=StandInEngine(info=StandInModel("acme/svd", commit_a)), quiet=True)
+    assert run.exit_code == 0
+    cache_commit(commit_a)
+    planned = make_plan(load_recipe(path))
+    assert planned.model_revision == commit_a
+    assert planned.jobs[0].skip_reason == "done: same settings, files intact"
+    cache_commit(commit_b)  # `main` moved on: the same recipe now means other weights
+    assert make_plan(load_recipe(path)).jobs[0].render_reason == "changed: model"
+
+    local = tmp_path / "my-svd"
+    (local / "unet").mkdir(parents=True)
+    (local / "model_index.json").write_text('{"_class_name": "StableVideoDiffusionPipeline"}')
+    (local / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"0" * 10)
+    before = model_revision(ModelSpec("my-svd"), tmp_path)
+    (local / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"0" * 11)
+    assert before.startswith("local:") and model_revision(ModelSpec(str(local)), tmp_path) != before
+    assert model_revision(ModelSpec("builtin:tiny"), tmp_path) == "builtin"
+    job = planned.jobs[0]
+    assert with_cache_key(job, planned.recipe, commit_a).cache_key == job.cache_key
+    assert with_cache_key(job, planned.recipe, commit_b).cache_key != job.cache_key
+
+
+def test_failed_jobs_are_recorded_and_the_batch_goes_on(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1, 2], "  - name: rocket\n    image: inputs/rocket.jpg\n"))
+    rocket = tmp_path / "inputs" / "rocket.jpg"
+
+    def frames_for(job):
+        if job.id == "rocket/euler/seed-0":
+            rocket.write_bytes(rocket.read_bytes()[:-10])  # edited by someone while the batch runs
+        shape = (4, 63, 63, 3) if job.seed == 1 else (4, 64, 64, 3)  # odd sizes: H.264 in yuv420p refuses them
+        return np.zeros(shape, np.uint8) if job.seed == 0 and job.item == "coffee" else np.full(shape, 90, np.uint8)
+
+    run = render_in_process(path, StandInEngine(frames_for))
+    assert run.exit_code == 1
+    outcome = {r.job.id: (r.status, r.detail) for r in run.results}
+    assert outcome["coffee/euler/seed-0"] == ("failed", "every frame is black (NaN or overflow while decoding? try "
+                                                        "dtype float32 or bfloat16)")
+    assert outcome["coffee/euler/seed-1"][0] == "failed"
+    assert outcome["coffee/euler/seed-1"][1].startswith("encoding mp4 failed: ffmpeg: ")
+    assert outcome["coffee/euler/seed-2"][0] == "ok"
+    assert outcome["rocket/euler/seed-0"] == ("failed", "inputs/rocket.jpg: the input image changed while the batch "
+                                                        "ran; rerun to render it")
+    folder = tmp_path / "out" / "coffee" / "euler"
+    assert load_json(folder / "seed-1.json")["error"] == outcome["coffee/euler/seed-1"][1]
+    assert sorted(p.name for p in folder.iterdir()) == ["seed-0.json", "seed-1.json", "seed-2.json", "seed-2.mp4"]
+    assert temporaries(tmp_path / "out") == []
+
+
+def test_fail_fast_and_max_failures_stop_the_batch(write_recipe):
+    path = write_recipe(tiny([0, 1, 2]))
+    black = StandInEngine(lambda job: np.zeros((4, 64, 64, 3), np.uint8))
+    assert [r.status for r in render_in_process(path, black, force=True).results] == ["failed"] * 3
+    run = run_plan(make_plan(load_recipe(path), force=True), engine=black, quiet=True, max_failures=2)
+    assert ([r.status for r in run.results], run.exit_code) == (["failed"] * 2, 1)
+    run = run_plan(make_plan(load_recipe(path), force=True), engine=black, quiet=True, fail_fast=True)
+    assert [r.status for r in run.results] == ["failed"]
+
+
+def test_writes_never_leave_the_output_folder_through_a_symlinked_subfolder(write_recipe, tmp_path):
+    path = write_recipe(tiny([0]))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "coffee").symlink_to(elsewhere, target_is_directory=True)
+    run = render_in_process(path)
+    assert run.exit_code == 1
+    assert run.results[0].detail == (f"refusing to write {tmp_path}/out/coffee/euler/seed-0.json: it resolves to "
+                                     f"{elsewhere}/euler/seed-0.json, outside the output folder {tmp_path}/out "
+                                     "(a symlinked subfolder?)")
+    assert list(elsewhere.iterdir()) == []
+
+
+# ---- in-process on the real tiny engine: out of memory, undecodable images ----
+
+def oom(*args, **kwargs):
+    import torch
+
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+
+
+@pytest.fixture
+def tiny_engine():
+    from renderer.engine import Engine
+
+    engine = Engine(ModelSpec("builtin:tiny"), device="cpu")
+    engine.load()
+    return engine
+
+
+def test_out_of_memory_while_decoding_retries_with_a_smaller_decode_chunk(write_recipe, tiny_engine, monkeypatch):
+    """CUDA OOM cannot happen on a CPU: the VAE decode raises torch.cuda.OutOfMemoryError once, as a GPU that is
+    a little short of memory would; the retry decodes the same latents in chunks of 1 (the recipe asks for 2)."""
+    decode = tiny_engine.pipe.decode_latents
+    calls = []
+    monkeypatch.setattr(tiny_engine.pipe, "decode_latents",
+                        lambda latents, frames, chunk: calls.append(chunk) or (oom() if len(calls) == 1 else
+                                                                               decode(latents, frames, chunk)))
+    path = write_recipe(tiny([0]))
+    run = render_in_process(path, tiny_engine)
+    assert (run.exit_code, calls) == (0, [2, 1])
+    sidecar = load_json(path.parent / "out" / "coffee" / "euler" / "seed-0.json")
+    assert (sidecar["status"], sidecar["fallback"]) == ("ok", ["decode_chunk_size=1"])
+    assert sidecar["settings"]["decode_chunk_size"] == 2
+
+
+def test_out_of_memory_that_persists_fails_the_job_and_the_batch_goes_on(write_recipe, tiny_engine, monkeypatch,
+                                                                          tmp_path):
+    """CUDA OOM cannot happen on a CPU: the UNet raises torch.cuda.OutOfMemoryError on its first two calls, so the
+    first job fails even with forward chunking (CPU offload needs a GPU), and the next job renders with forward
+    chunking still on. A third job's image became undecodable after validation and fails on its own."""
+    forward = tiny_engine.pipe.unet.forward
+    calls = []
+    monkeypatch.setattr(tiny_engine.pipe.unet, "forward",
+                        lambda *a, **k: calls.append(1) or (oom() if len(calls) <= 2 else forward(*a, **k)))
+    path = write_recipe(tiny([0, 1], "  - name: rocket\n    image: inputs/rocket.jpg\n"))
+    plan = make_plan(load_recipe(path))
+    (tmp_path / "inputs" / "rocket.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    run = run_plan(plan, engine=tiny_engine, quiet=True)
+    assert run.exit_code == 1
+    outcome = {r.job.id: (r.status, r.detail) for r in run.results}
+    assert outcome["coffee/euler/seed-0"] == (
+        "failed", "out of memory while denoising even with forward_chunking: CUDA out of memory. Tried to allocate "
+                  "20.00 GiB (simulated); lower width, height or num_frames")
+    assert outcome["coffee/euler/seed-1"][0] == "ok"
+    assert load_json(tmp_path / "out" / "coffee" / "euler" / "seed-1.json")["fallback"] == ["forward_chunking"]
+    assert outcome["rocket/euler/seed-0"] == ("failed", f"{tmp_path}/inputs/rocket.jpg: cannot be read: Truncated "
+                                                        "File Read")
