@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +22,7 @@ from .images import image_sha256
 from .outputs import SIDECAR_KIND, frames_sha256, retract_sidecar, sweep_temporaries, write_outputs, write_sidecar
 from .plan import Job, Plan, decide, recheck, with_cache_key
 from .report import summary_table, write_manifest
+from .shards import select
 
 LOCK_NAME = ".svdrender.lock"
 
@@ -102,6 +103,20 @@ def output_lock(out_dir: Path):
         yield
     finally:
         os.close(fd)
+
+
+def _lock_for_group(stack: ExitStack, out_dir: Path, group) -> None:
+    """Take the output lock (main process only, in a group) and make every process fail alike if it is held."""
+    refusal = None
+    if group is None or group.is_main:
+        try:
+            stack.enter_context(output_lock(out_dir))
+        except OutputLockedError as exc:
+            refusal = str(exc)
+    if group is not None:
+        refusal = group.broadcast(refusal)
+    if refusal:
+        raise OutputLockedError(refusal)
 
 
 class SignalGuard:
@@ -244,13 +259,25 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, f
 
 
 def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail_fast: bool = False,
-             max_failures: int | None = None, engine=None) -> RunResult:
-    """Render every job of a plan that is not skipped; return results and the exit code."""
+             max_failures: int | None = None, engine=None, group=None) -> RunResult:
+    """Render every job of a plan that is not skipped; return results and the exit code.
+
+    With a process group (accelerate/torchrun), this process renders only its cost-balanced share; the main process
+    holds the output lock, sweeps temporaries before anyone writes, and rebuilds the manifest after everyone is done.
+    """
     out_dir = plan.recipe.output_dir
     results: list[JobResult] = []
     exit_code = EXIT_OK
-    with stop_on_signals() as guard, output_lock(out_dir):  # the guard is disarmed until the jobs start
-        sweep_temporaries(out_dir)
+    if group is not None:
+        plan = select(plan, group.shard)
+        device = group.device if device in (None, "auto") else device
+    with ExitStack() as stack:
+        guard = stack.enter_context(stop_on_signals())  # disarmed until the jobs start: setup is never cut short
+        _lock_for_group(stack, out_dir, group)
+        if group is None or group.is_main:
+            sweep_temporaries(out_dir)
+        if group is not None:
+            group.barrier()
         plan = recheck(plan)  # a run that held the lock before us may have finished some jobs since we planned
         todo = [j for j in plan.jobs if j.skip_reason is None]
         progress = Progress(len(plan.jobs), quiet)
@@ -286,9 +313,15 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
             guard.armed = False
             exit_code = guard.exit_code or exit_code
             progress.close()
-            sweep_temporaries(out_dir)
-            manifest = write_manifest(out_dir, {"recipe": str(plan.recipe.path), "name": plan.recipe.name,
-                                                "model_loads": engine.loads if engine is not None else 0})
+            manifest = None
+            if group is None:
+                sweep_temporaries(out_dir)
+            elif exit_code == EXIT_OK:
+                group.barrier()  # the manifest must include every process's sidecars
+            if group is None or group.is_main:
+                manifest = write_manifest(out_dir, {"recipe": str(plan.recipe.path), "name": plan.recipe.name,
+                                                    "model_loads": engine.loads if engine is not None else 0,
+                                                    "processes": group.world_size if group is not None else 1})
     if exit_code == EXIT_OK and any(r.status == "failed" for r in results):
         exit_code = EXIT_JOB_FAILED
     return RunResult(results, exit_code, manifest, engine.loads if engine is not None else 0)
@@ -365,4 +398,5 @@ def summarize(run: RunResult) -> str:
     for r in run.results:
         counts[r.status] = counts.get(r.status, 0) + 1
     tally = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    return f"{summary_table(rows)}\n{tally or 'no jobs'}; manifest: {run.manifest}"
+    where = f"; manifest: {run.manifest}" if run.manifest else ""
+    return f"{summary_table(rows)}\n{tally or 'no jobs'}{where}"

@@ -61,17 +61,28 @@ def main():
 @click.option("--force", is_flag=True, help="Render jobs even when their finished outputs are up to date.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed job.")
 @click.option("--max-failures", type=click.IntRange(min=1), metavar="N", help="Stop after N failed jobs.")
+@click.option("--shard", metavar="I/N", help="Render only shard I of N (numbered from 1), split by cost; for CI "
+              "job matrices. Every machine computes the same split.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the final summary line.")
-def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_failures, quiet):
-    """Render every job of RECIPE (item x preset x seed)."""
+def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_failures, shard, quiet):
+    """Render every job of RECIPE (item x preset x seed).
+
+    Under `accelerate launch` or `torchrun`, each process renders its cost-balanced share on its own GPU.
+    """
     from .batch import run_plan, summarize
+    from .distributed import ProcessGroup
+    from .shards import parse_shard, select
 
     if out is not None and len(recipes) > 1:
         _fail(UsageError("--out takes one recipe at a time (each recipe needs its own output folder)"))
     try:
+        part = parse_shard(shard) if shard else None
         plans = [_plan(path, model=model, out=out, only=only, force=force) for path in recipes]
     except SvdrenderError as exc:
         _fail(exc)
+    if part is not None:
+        plans = [select(plan, part) for plan in plans]
+    group = None if dry_run else ProcessGroup.from_launcher()
     if dry_run:
         for plan in plans:
             click.echo(_plan_table(plan))
@@ -79,10 +90,13 @@ def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_fai
     exit_code = EXIT_OK
     for plan in plans:
         try:
-            run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures)
+            run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures,
+                           group=group)
         except SvdrenderError as exc:
             _fail(exc)
         summary = summarize(run)
+        if group is not None:
+            summary = "\n".join(f"[process {group.rank}] {line}" for line in summary.splitlines())
         click.echo(summary.splitlines()[-1] if quiet else summary)
         exit_code = max(exit_code, run.exit_code)
         if run.exit_code >= 128:

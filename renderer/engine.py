@@ -22,7 +22,16 @@ import torch
 from . import images, schedulers
 from .errors import JobError, ModelUnavailableError
 from .plan import Job
-from .recipe import BUILTIN_TINY, ModelSpec
+from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec
+
+if not os.environ.get("SVDRENDER_DEBUG"):
+    # diffusers/transformers log advice meant for library authors (dtype casting, torchvision fallbacks) on every
+    # load; svdrender reports what it used in the manifest instead. SVDRENDER_DEBUG=1 brings the logs back.
+    from diffusers.utils import logging as _diffusers_logging
+    from transformers.utils import logging as _transformers_logging
+
+    _diffusers_logging.set_verbosity_error()
+    _transformers_logging.set_verbosity_error()
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -72,7 +81,7 @@ def resolve_device(requested: str | None) -> str:
 
 def resolve_dtype(requested: str, device: str) -> torch.dtype:
     """auto → float16 on GPUs, float32 on CPU; half precision on a CPU is computed in float32 (far faster there)."""
-    if device == "cpu":
+    if torch.device(device).type == "cpu":
         return torch.bfloat16 if requested == "bfloat16" else torch.float32
     if requested == "auto":
         return torch.float16
@@ -98,14 +107,18 @@ def load_pipeline(model: ModelSpec, device: str, base_dir: Path):
     start = time.perf_counter()
     dtype = resolve_dtype(model.dtype, device)
     if model.is_builtin:
-        if model.id != BUILTIN_TINY:
-            raise ModelUnavailableError(f"unknown built-in model '{model.id}'; the built-in model is {BUILTIN_TINY}")
-        from .tiny import build_tiny_pipeline
+        from . import tiny
 
-        pipe = build_tiny_pipeline()
-        if dtype != torch.float32:
-            pipe.to(dtype=dtype)
-        source, resolved = BUILTIN_TINY, "builtin"
+        if model.id == BUILTIN_TINY:
+            pipe = tiny.build_tiny_pipeline()
+            if dtype != torch.float32:
+                pipe.to(dtype=dtype)
+        elif model.id == BUILTIN_SVD_XT_RANDOM:
+            pipe = tiny.build_svd_xt_random(device, dtype)
+        else:
+            raise ModelUnavailableError(f"unknown built-in model '{model.id}'; built-in models are {BUILTIN_TINY} "
+                                        f"and {BUILTIN_SVD_XT_RANDOM}")
+        source, resolved = model.id, "builtin"
     else:
         from diffusers import StableVideoDiffusionPipeline
 

@@ -26,6 +26,8 @@ from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
 MAX_INCLUDE_DEPTH = 8
 BUILTIN_TINY = "builtin:tiny"
+BUILTIN_SVD_XT_RANDOM = "builtin:svd-xt-random"  # full-size architecture, random weights: GPU benchmarks
+BUILTIN_MODELS = (BUILTIN_TINY, BUILTIN_SVD_XT_RANDOM)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SCHEDULER_KEYS = ("description", "scheduler", "sigmas", "scheduler_options", "timesteps", "timestep_spacing",
                    "rescale_betas_zero_snr")
@@ -553,6 +555,10 @@ def load_recipe(path: Path | str, *, model_override: str | None = None, out_over
     output = data.get("output") or {}
     out_dir = out_override or (base_dir / output.get("dir", f"renders/{name}"))
     model = _model_spec(data.get("model"))
+    if model.is_builtin and model.id not in BUILTIN_MODELS:
+        where = ("model", "id") if isinstance(data.get("model"), dict) else ("model",)
+        out.add(where, f"unknown built-in model '{model.id}'{suggest(model.id, BUILTIN_MODELS)}; built-in models "
+                       f"are {', '.join(BUILTIN_MODELS)}")
     if model_override:
         model = ModelSpec(id=model_override)
     defaults = {k: v for k, v in (data.get("defaults") or {}).items() if k in SETTING_NAMES}

@@ -1,7 +1,9 @@
-"""builtin:tiny — a deterministic, random-weight SVD pipeline made of the real diffusers classes.
+"""Built-in pipelines made of the real diffusers SVD classes with seeded random weights; nothing to download.
 
-It exists so tests, demos and CPU smoke runs exercise the real `StableVideoDiffusionPipeline` code path without
-downloading several GB of weights. Only the engine imports this module (it imports torch).
+- builtin:tiny — a few MB; tests, demos and CPU smoke runs exercise the real `StableVideoDiffusionPipeline` path.
+- builtin:svd-xt-random — the full-size SVD-XT architecture (2.25 B parameters) for GPU benchmarks: the same
+  compute and memory as the real model, so speed and VRAM figures transfer; the videos are noise.
+Only the engine (and benchmarks) import this module.
 """
 
 from __future__ import annotations
@@ -96,5 +98,52 @@ def build_tiny_pipeline():
         scheduler=scheduler,
         feature_extractor=feature_extractor,
     )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_svd_xt_random(device: str = "cuda", dtype=None):
+    """The full-size SVD-XT pipeline with seeded random weights, initialised directly on `device` (fast on a GPU)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    try:
+        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    except ImportError:
+        from transformers import CLIPImageProcessor
+
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
+        torch.manual_seed(TINY_SEED)
+        unet = UNetSpatioTemporalConditionModel(num_frames=25)
+        torch.manual_seed(TINY_SEED + 1)
+        vae = AutoencoderKLTemporalDecoder(
+            block_out_channels=[128, 256, 512, 512],
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=768,
+            scaling_factor=0.18215,
+        )
+        torch.manual_seed(TINY_SEED + 2)
+        image_encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32,
+                             patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu")
+        )
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG),
+        feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}),
+    )
+    if dtype is not None:
+        pipe.to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
