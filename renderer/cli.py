@@ -201,15 +201,20 @@ def presets():
 
 @main.command()
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
-def report(out_dir):
-    """Rebuild OUT_DIR/manifest.json from the job sidecars (e.g. after merging shards)."""
-    from .outputs import read_sidecars
-    from .report import write_manifest
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json", "junit"]),
+              help="Also print a report: markdown (CI job summary), json, or junit (each job a test case).")
+def report(out_dir, fmt):
+    """Rebuild OUT_DIR/manifest.json and the contact sheet OUT_DIR/index.html from the job sidecars."""
+    from .report import format_report, rebuild
 
     if not out_dir.is_dir():
         _fail(UsageError(f"{out_dir}: no such folder"))
-    path = write_manifest(out_dir)
-    click.echo(f"{path}: {len(read_sidecars(out_dir))} jobs")
+    manifest = rebuild(out_dir)
+    if fmt:
+        click.echo(format_report(manifest, fmt), nl=False)
+    else:
+        click.echo(f"{out_dir / 'manifest.json'}: {len(manifest['jobs'])} jobs; "
+                   f"contact sheet: {out_dir / 'index.html'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,277 @@
+"""The contact sheet in a real headless Chromium: it loads from disk with no console errors and no request outside
+the output folder, every video decodes at its rendered size, failures show their (escaped) errors, filters work,
+and a screenshot is taken."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import shutil
+import subprocess
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from conftest import INPUTS, TINY_RECIPE, cli_env, load_json, run_cli
+
+HOSTILE_ERROR = 'RuntimeError: </script><script>window.pwned = 1</script> & "quotes"\nsecond line'
+
+# Resolves once every <video> has decoded a frame (or after 15 s) with what each one reports.
+VIDEO_STATE = """
+new Promise(function (resolve) {
+  var started = Date.now();
+  (function poll() {
+    var videos = Array.prototype.slice.call(document.querySelectorAll('video'));
+    var done = videos.every(function (v) { return v.getVideoPlaybackQuality().totalVideoFrames > 0 || v.error; });
+    if (!done && Date.now() - started < 15000) { setTimeout(poll, 50); return; }
+    resolve(videos.map(function (v) {
+      return {job: v.closest('article').id, src: v.currentSrc, readyState: v.readyState, duration: v.duration,
+              width: v.videoWidth, height: v.videoHeight, decoded: v.getVideoPlaybackQuality().totalVideoFrames,
+              muted: v.muted, loop: v.loop, autoplay: v.autoplay};
+    }));
+  })();
+})
+"""
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (--remote-debugging-pipe): no port, no network."""
+
+    def __init__(self, profile: Path):
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        if exe is None:
+            pytest.fail("chromium is missing: install Debian's chromium package (tests/run does)")
+        commands_r, self._commands = os.pipe()
+        self._replies, replies_w = os.pipe()
+        args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
+                "--no-default-browser-check", "--mute-audio", "--hide-scrollbars", "--window-size=1280,900",
+                f"--user-data-dir={profile}", "about:blank"]
+        # The protocol pipe must be file descriptors 3 (commands) and 4 (replies) in the browser.
+        self.proc = subprocess.Popen(["bash", "-c", f'exec "$@" 3<&{commands_r} 4>&{replies_w}', "chromium", *args],
+                                     pass_fds=(commands_r, replies_w), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(commands_r)
+        os.close(replies_w)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict] = []
+
+    def _receive(self, deadline: float) -> dict:
+        while b"\0" not in self._buffer:
+            ready, _, _ = select.select([self._replies], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError("chromium did not answer in time")
+            chunk = os.read(self._replies, 1 << 20)
+            if not chunk:
+                raise EOFError("chromium closed the DevTools pipe")
+            self._buffer += chunk
+        message, self._buffer = self._buffer.split(b"\0", 1)
+        return json.loads(message)
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 30):
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if session:
+            message["sessionId"] = session
+        os.write(self._commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._receive(deadline)
+            if reply.get("id") == self._next_id:
+                assert "error" not in reply, f"{method}: {reply['error']}"
+                return reply["result"]
+            self.events.append(reply)
+
+    def wait_for(self, method: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, event in enumerate(self.events):
+                if event.get("method") == method:
+                    return self.events.pop(index)
+            self.events.append(self._receive(deadline))
+
+    def close(self) -> None:
+        try:
+            os.write(self._commands, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
+            self.proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._commands)
+        os.close(self._replies)
+
+
+class Page:
+    """One tab with console, log and network events switched on."""
+
+    def __init__(self, browser: Chromium):
+        self.browser = browser
+        target = next(t for t in browser.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
+        self.session = browser.send("Target.attachToTarget", {"targetId": target["targetId"], "flatten": True})[
+            "sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.send(f"{domain}.enable")
+
+    def send(self, method: str, params: dict | None = None, timeout: float = 30):
+        return self.browser.send(method, params, session=self.session, timeout=timeout)
+
+    def open(self, url: str) -> None:
+        self.send("Page.navigate", {"url": url})
+        self.browser.wait_for("Page.loadEventFired")
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
+                                                "returnByValue": True}, timeout=60)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+    def problems(self) -> list[str]:
+        """Console errors and warnings, uncaught exceptions and browser log errors seen so far."""
+        found = []
+        for event in self.browser.events:
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "warning", "assert"):
+                found.append(f"console.{params['type']}: {params.get('args')}")
+            elif method == "Runtime.exceptionThrown":
+                found.append(f"exception: {params['exceptionDetails']}")
+            elif method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
+                found.append(f"log {params['entry']['level']}: {params['entry']['text']}")
+        return found
+
+    def requested_urls(self) -> list[str]:
+        return [e["params"]["request"]["url"] for e in self.browser.events
+                if e.get("method") == "Network.requestWillBeSent"]
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> Path:
+    """One tiny real render (3 jobs, mp4 + webm), plus a failed and an interrupted sidecar as such runs leave them."""
+    root = tmp_path_factory.mktemp("contact-sheet")
+    shutil.copytree(INPUTS, root / "inputs")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(TINY_RECIPE.replace("output: {dir: out}", "output: {dir: out, formats: [mp4, webm]}")
+                      .replace("image: inputs/coffee.jpg", "image: inputs/coffee.jpg\n    presets: [euler, ays]")
+                      + "  - name: rocket\n    image: inputs/rocket.jpg\n", encoding="utf-8")
+    proc = run_cli(recipe, env=cli_env(HF_HOME=str(root / "hf-home")))
+    assert proc.returncode == 0, proc.stderr
+    out = root / "out"
+    assert (out / "index.html").is_file(), "a render writes the contact sheet"
+    template = load_json(out / "rocket" / "euler" / "seed-0.json")
+    for seed, status, error in ((1, "failed", HOSTILE_ERROR), (2, "interrupted", "interrupted by SIGTERM")):
+        record = dict(template, job_id=f"rocket/euler/seed-{seed}", seed=seed, status=status, error=error, files=[],
+                      frames_sha256=None, frame_count=None, scheduler=None, timings={"total": 0.5})
+        (out / "rocket" / "euler" / f"seed-{seed}.json").write_text(json.dumps(record), encoding="utf-8")
+    # A browser that cannot play the mp4 (here: a damaged one) falls back to the webm <source>.
+    (out / "coffee" / "ays" / "seed-0.mp4").write_bytes(b"not a video")
+    report = run_cli("report", out)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.strip() == f"{out / 'manifest.json'}: 5 jobs; contact sheet: {out / 'index.html'}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def page(out_dir, tmp_path_factory):
+    browser = Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        tab = Page(browser)
+        tab.open((out_dir / "index.html").as_uri())
+        yield tab
+    finally:
+        browser.close()
+
+
+def test_page_loads_from_disk_without_errors_or_outside_requests(page, out_dir):
+    page.evaluate(VIDEO_STATE)
+    assert page.problems() == []
+    urls = page.requested_urls()
+    assert urls and all(u.startswith(out_dir.as_uri() + "/") for u in urls), urls
+    assert page.evaluate("document.title") == "recipe · svdrender contact sheet"
+
+
+def test_every_video_decodes_at_its_rendered_size(page, out_dir):
+    videos = page.evaluate(VIDEO_STATE)
+    manifest = load_json(out_dir / "manifest.json")
+    ok_jobs = {j["job_id"]: j for j in manifest["jobs"] if j["status"] == "ok"}
+    assert sorted(v["job"] for v in videos) == sorted(ok_jobs) == [
+        "coffee/ays/seed-0", "coffee/euler/seed-0", "rocket/euler/seed-0"]
+    for video in videos:
+        job = ok_jobs[video["job"]]
+        # Debian's Chromium decodes H.264, so it plays the mp4 (the first <source>) like desktop browsers do.
+        extension = "webm" if video["job"] == "coffee/ays/seed-0" else "mp4"
+        assert video["src"] == (out_dir / f"{video['job']}.{extension}").as_uri()
+        assert video["readyState"] >= 2 and video["decoded"] > 0, video
+        assert video["duration"] == pytest.approx(job["frame_count"] / job["fps"], abs=0.05)
+        assert (video["width"], video["height"]) == (job["width"], job["height"]) == (64, 64)
+        assert video["muted"] and video["loop"] and video["autoplay"]
+
+
+def test_failed_and_interrupted_jobs_are_marked_with_their_errors(page):
+    cards = page.evaluate("""Array.prototype.map.call(document.querySelectorAll('article.job'), function (a) {
+        var error = a.querySelector('pre.error');
+        return {id: a.id, status: a.dataset.status, cls: a.className, badge: a.querySelector('.badge').textContent,
+                error: error && error.textContent, video: !!a.querySelector('video')};
+    })""")
+    by_id = {c["id"]: c for c in cards}
+    assert len(cards) == 5
+    failed = by_id["rocket/euler/seed-1"]
+    assert (failed["status"], failed["badge"], failed["cls"], failed["video"]) == (
+        "failed", "FAILED", "job status-failed", False)
+    assert failed["error"] == HOSTILE_ERROR
+    interrupted = by_id["rocket/euler/seed-2"]
+    assert (interrupted["badge"], interrupted["error"]) == ("INTERRUPTED", "interrupted by SIGTERM")
+    assert page.evaluate("window.pwned === undefined && document.scripts.length === 1")
+
+
+def test_filters_show_one_item_preset_or_status(page):
+    def choose(item="", preset="", status=""):
+        return page.evaluate(f"""(function () {{
+            var form = document.getElementById('filters');
+            form.item.value = {json.dumps(item)}; form.preset.value = {json.dumps(preset)};
+            form.status.value = {json.dumps(status)};
+            form.dispatchEvent(new Event('change'));
+            return {{shown: Array.prototype.filter.call(document.querySelectorAll('article.job'),
+                                                       function (a) {{ return !a.hidden; }}).map(function (a) {{
+                                                       return a.id; }}),
+                     sections: Array.prototype.filter.call(document.querySelectorAll('section.item'),
+                                                          function (s) {{ return !s.hidden; }}).length,
+                     label: document.getElementById('shown').textContent, hash: location.hash}};
+        }})()""")
+
+    assert choose(item="coffee") == {"shown": ["coffee/ays/seed-0", "coffee/euler/seed-0"], "sections": 1,
+                                     "label": "2 of 5 jobs shown", "hash": "#item=coffee"}
+    assert choose(preset="euler")["shown"] == ["coffee/euler/seed-0", "rocket/euler/seed-0", "rocket/euler/seed-1",
+                                               "rocket/euler/seed-2"]
+    assert choose(status="failed")["shown"] == ["rocket/euler/seed-1"]
+    assert choose(item="coffee", status="failed")["label"] == "0 of 5 jobs shown"
+    assert choose()["label"] == "5 of 5 jobs shown"
+    assert page.problems() == []
+
+
+def test_screenshot(page, tmp_path_factory):
+    page.evaluate(VIDEO_STATE)
+    shot = page.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    path = tmp_path_factory.mktemp("screenshots") / "contact_sheet.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+
+def test_sidecar_text_is_escaped_not_markup(out_dir):
+    page = (out_dir / "index.html").read_text(encoding="utf-8")
+    parser = _Tags()
+    parser.feed(page)
+    assert parser.tags.count("script") == 1 and "img" not in parser.tags
+    assert "&lt;/script&gt;&lt;script&gt;window.pwned = 1&lt;/script&gt; &amp; &quot;quotes&quot;" in page
+    assert "http://" not in page and "https://" not in page

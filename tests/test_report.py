@@ -1,0 +1,141 @@
+"""`svdrender report OUTDIR [--format markdown|json|junit]`: the manifest and contact sheet are rebuilt from the
+sidecars, and CI gets every job as a test case with its error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, cli_env, load_json, run_cli
+
+ERROR = "RuntimeError: CUDA out of memory | tried <2 GiB> & failed\n  at step 3\x1b[0m"
+
+
+def sidecar(job_id: str, status: str = "ok", error: str | None = None, total: float = 1.25) -> dict:
+    item, preset, seed = job_id.split("/")
+    seed = int(seed.removeprefix("seed-"))
+    files = [{"format": "mp4", "path": f"seed-{seed}.mp4", "sha256": "0" * 64, "bytes": 10}] if status == "ok" else []
+    return {"kind": "svdrender.job", "job_id": job_id, "item": item, "preset": preset, "seed": seed, "status": status,
+            "error": error, "settings": {"width": 64, "height": 64, "num_frames": 4, "num_inference_steps": 3,
+                                         "fps": 7}, "width": 64, "height": 64, "fps": 7, "files": files,
+            "timings": {"total": total}}
+
+
+@pytest.fixture
+def out_dir(tmp_path):
+    """An output folder as a run with one failed and one interrupted job leaves it."""
+    out = tmp_path / "nightly"
+    records = [sidecar("coffee/euler/seed-0"), sidecar("coffee/euler/seed-1", "failed", ERROR, 0.5),
+               sidecar("rocket/ays/seed-0"), sidecar("rocket/ays/seed-1", "interrupted", "interrupted by SIGTERM", 0)]
+    for record in records:
+        path = out / record["item"] / record["preset"] / f"seed-{record['seed']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record), encoding="utf-8")
+    (out / "manifest.json").write_text(json.dumps({"run": {"name": "nightly-demo", "recipe": "demo.yaml"}}))
+    return out
+
+
+def report(out_dir, *args):
+    proc = run_cli("report", out_dir, *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_report_rebuilds_manifest_and_contact_sheet_keeping_the_run(out_dir):
+    assert report(out_dir) == f"{out_dir / 'manifest.json'}: 4 jobs; contact sheet: {out_dir / 'index.html'}\n"
+    manifest = load_json(out_dir / "manifest.json")
+    assert manifest["counts"] == {"failed": 1, "interrupted": 1, "ok": 2}
+    assert manifest["run"] == {"name": "nightly-demo", "recipe": "demo.yaml"}
+    page = (out_dir / "index.html").read_text(encoding="utf-8")
+    assert "<title>nightly-demo · svdrender contact sheet</title>" in page
+    assert "CUDA out of memory | tried &lt;2 GiB&gt; &amp; failed" in page
+
+
+def test_junit_has_every_job_as_a_test_case(out_dir):
+    text = report(out_dir, "--format", "junit")
+    root = ET.fromstring(text.encode())
+    suite = root.find("testsuite")
+    assert (root.tag, suite.get("name")) == ("testsuites", "nightly-demo")
+    assert {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped", "time")} == {
+        "tests": "4", "failures": "1", "errors": "1", "skipped": "0", "time": "3.000"}
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert list(cases) == ["coffee/euler/seed-0", "coffee/euler/seed-1", "rocket/ays/seed-0", "rocket/ays/seed-1"]
+    assert {c.get("classname") for c in cases.values()} == {"svdrender.nightly-demo"}
+    failure = cases["coffee/euler/seed-1"].find("failure")
+    assert failure.get("message") == "RuntimeError: CUDA out of memory | tried <2 GiB> & failed"
+    assert failure.text == ERROR.replace("\x1b", "\ufffd")  # XML 1.0 cannot hold control characters
+    assert cases["coffee/euler/seed-1"].get("time") == "0.500"
+    error = cases["rocket/ays/seed-1"].find("error")
+    assert (error.get("message"), error.get("type")) == ("interrupted by SIGTERM", "interrupted")
+    ok = cases["coffee/euler/seed-0"]
+    assert [child.tag for child in ok] == ["system-out"] and ok.find("system-out").text == "coffee/euler/seed-0.mp4"
+
+
+def test_markdown_lists_problems_first_and_every_job(out_dir):
+    lines = report(out_dir, "--format", "markdown").splitlines()
+    assert lines[0] == "## ❌ svdrender: nightly-demo"
+    assert lines[2] == "4 jobs: 1 failed, 1 interrupted, 2 ok."
+    problems = lines[lines.index("### Problems") + 4:lines.index("### Jobs") - 1]
+    assert problems == [
+        "| coffee/euler/seed-1 | failed | RuntimeError: CUDA out of memory \\| tried &lt;2 GiB&gt; &amp; failed"
+        "<br>  at step 3\\[0m |",
+        "| rocket/ays/seed-1 | interrupted | interrupted by SIGTERM |"]
+    jobs = lines[lines.index("### Jobs") + 4:]
+    assert jobs[0] == "| coffee/euler/seed-0 | ok | 1.2 | 64×64 | 4 | 3 | coffee/euler/seed-0.mp4 |"
+    assert sum(line.startswith("| ") for line in jobs) == 4
+
+
+def test_json_has_one_record_per_job(out_dir):
+    document = json.loads(report(out_dir, "--format", "json"))
+    assert (document["kind"], document["name"], document["ok"]) == ("svdrender.report", "nightly-demo", False)
+    assert document["counts"] == {"failed": 1, "interrupted": 1, "ok": 2}
+    assert document["jobs"][1] == {"id": "coffee/euler/seed-1", "item": "coffee", "preset": "euler", "seed": 1,
+                                   "status": "failed", "error": ERROR, "seconds": 0.5, "files": []}
+    assert document["jobs"][0]["files"] == ["coffee/euler/seed-0.mp4"]
+
+
+def test_all_ok_markdown_and_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert report(tmp_path / "empty", "--format", "markdown").startswith("## ⚪ svdrender: empty\n\n0 jobs: no jobs.")
+    junit = ET.fromstring(report(tmp_path / "empty", "--format", "junit").encode())
+    assert junit.find("testsuite").get("tests") == "0"
+
+
+def test_report_usage_errors(tmp_path):
+    missing = run_cli("report", tmp_path / "nope")
+    assert (missing.returncode, missing.stderr) == (2, f"svdrender: {tmp_path / 'nope'}: no such folder\n")
+    bad = run_cli("report", tmp_path, "--format", "html")
+    assert bad.returncode == 2 and "'html' is not one of 'markdown', 'json', 'junit'" in bad.stderr
+
+
+WORKFLOW = REPO / "examples" / "ci" / "nightly.yml"
+
+
+def test_example_workflow_is_a_valid_github_workflow():
+    exe = Path(sys.executable).parent / "check-jsonschema"
+    proc = subprocess.run([str(exe), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+                          capture_output=True, text=True, env=cli_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    steps = {s.get("name", s.get("uses")): s for s in yaml.safe_load(WORKFLOW.read_text())["jobs"]["render"]["steps"]}
+    assert steps["Restore the model cache"]["with"]["path"] == "${{ env.HF_HOME }}/hub"
+    assert steps["Upload renders, manifests and the contact sheet"]["uses"].startswith("actions/upload-artifact@")
+
+
+def test_example_workflow_summary_step_runs(out_dir, tmp_path):
+    """The workflow's summary step, run as Actions would run it (bash -e), on an output folder with failures."""
+    script = next(s["run"] for s in yaml.safe_load(WORKFLOW.read_text())["jobs"]["render"]["steps"]
+                  if s.get("name") == "Job summary and JUnit report")
+    summary = tmp_path / "summary.md"
+    env = cli_env(OUT=str(out_dir), GITHUB_STEP_SUMMARY=str(summary),
+                  PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert summary.read_text(encoding="utf-8").startswith("## ❌ svdrender: nightly-demo\n\n4 jobs: 1 failed, ")
+    assert ET.parse(out_dir / "junit.xml").getroot().find("testsuite").get("failures") == "1"
