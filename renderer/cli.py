@@ -217,5 +217,19 @@ def report(out_dir, fmt):
                    f"contact sheet: {out_dir / 'index.html'}")
 
 
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(path_type=Path))
+def doctor(recipe):
+    """Check this environment (versions, GPU, ffmpeg, hub cache) and RECIPE's model.
+
+    \b
+    One line per check: ok, warn or fail. Exit codes: 0 rendering can work
+    here, 1 a check failed, 2 RECIPE is invalid.
+    """
+    from .doctor import run_doctor
+
+    sys.exit(run_doctor(recipe, echo=click.echo))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
