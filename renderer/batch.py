@@ -171,17 +171,23 @@ def stop_on_signals():
             signal.signal(sig, old)
 
 
+def in_notebook() -> bool:
+    """Running in a Jupyter kernel (Colab included), where tqdm.auto draws widget progress bars."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
 class Progress:
-    """tqdm bars on a terminal; one plain line per job otherwise (CI logs)."""
+    """tqdm bars on a terminal or in a notebook; one plain line per job otherwise (CI logs)."""
 
     def __init__(self, total: int, quiet: bool):
         self.quiet = quiet
-        self.tty = sys.stderr.isatty() and not quiet
+        self.tty = (sys.stderr.isatty() or in_notebook()) and not quiet
         self.total = total
         self.done = 0
         self.jobs_bar = self.steps_bar = None
         if self.tty:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
 
             self.jobs_bar = tqdm(total=total, desc="jobs", unit="job", position=0, file=sys.stderr)
             self.steps_bar = tqdm(total=0, desc="steps", unit="step", position=1, leave=False, file=sys.stderr)
