@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPE = """\
 version: 1
 name: scaling
+allow_inputs_outside: true   # the recipe lives in a temporary folder; the inputs are the repo's examples
 model: builtin:svd-xt-random
 output: {{dir: out, formats: [mp4]}}
 defaults:
