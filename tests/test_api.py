@@ -15,7 +15,7 @@ from nbclient import NotebookClient
 
 import renderer
 from conftest import INPUTS, REPO, TINY_RECIPE, cli_env, load_json
-from renderer.errors import RecipeError, UsageError
+from renderer.errors import ModelUnavailableError, RecipeError, UsageError
 
 NOTEBOOK = REPO / "examples" / "notebook.ipynb"
 
@@ -93,6 +93,13 @@ def test_usage_errors(tmp_path, write_recipe):
         renderer.render(write_recipe(TINY_RECIPE), base_dir=tmp_path)
     with pytest.raises(TypeError, match="not set"):
         renderer.render(tiny_dict(defaults={"seeds": {1, 2}}), base_dir=tmp_path)
+
+
+def test_unavailable_model_raises_one_sentence(tmp_path):
+    shutil.copytree(INPUTS, tmp_path / "inputs")
+    with pytest.raises(ModelUnavailableError, match="^model 'acme/not-cached' revision 'main' is not in the local "
+                                                    "Hugging Face cache"):
+        renderer.render(tiny_dict(model="acme/not-cached"), base_dir=tmp_path, quiet=True)
 
 
 def test_import_renderer_stays_torch_free():
