@@ -1,0 +1,467 @@
+"""Speed and memory profiles for the SVD pipeline: what to turn on for a GPU, and applying it in place.
+
+Only the engine imports this module. It imports torch at module level but touches no GPU until asked, so it imports
+and runs (as a no-op) on a machine without one. The measurements behind every default are in docs/performance.md.
+
+The engine's side of the contract:
+
+    settings = resolve_settings(profile, device_name, vram_gib, num_jobs=len(plan.jobs), **overrides)
+    pipe = load(..., dtype=settings.torch_dtype)          # .to("cuda") as usual; offloading moves it back itself
+    record = optimize_pipeline(pipe, settings)             # once, before the first job; record goes in manifests
+    for job in jobs:
+        chunk = effective_decode_chunk_size(settings, job.decode_chunk_size)
+        with torch.inference_mode(), call_context(settings):
+            latents = pipe(..., decode_chunk_size=chunk, output_type="latent").frames
+            video = pipe.decode_latents(latents, num_frames, chunk)     # compiled decoder when settings.compile_vae
+        frames = frames_to_uint8(postprocessed video)                   # on the GPU
+        hand frames to a background writer when settings.background_encode, so encoding overlaps the next job
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from renderer.errors import UsageError
+
+PROFILES = ("auto", "fast", "balanced", "low", "off")
+DTYPES = ("float16", "bfloat16", "float32")
+ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+CPU_OFFLOAD_MODES = ("none", "model", "sequential")
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
+
+# Full-size SVD-XT peaks at 15.1 GiB allocated plain and 10.0 GiB compiled (18.2 GiB reserved); below this much VRAM
+# `auto` takes the offloading `low` profile (7.5 GiB allocated) instead.
+FAST_MIN_VRAM_GIB = 20.0
+# A cold compile costs ~180 s and a warm one (persistent cache) ~22 s, against ~6.7 s saved per video: with fewer
+# jobs than this, `auto` does not compile.
+COMPILE_MIN_JOBS = 4
+# Decoding 8 frames at a time peaks at 11.0 GiB even with offloading; 2 keeps `low` at 7.5 GiB. The temporal decoder
+# mixes frames within a chunk, so this changes the frames (docs/performance.md).
+LOW_DECODE_CHUNK_SIZE = 2
+# The widest intermediate a chunked feed-forward may allocate (GEGLU's projection output).
+FEED_FORWARD_CHUNK_BYTES = 128 << 20
+
+
+@dataclass(frozen=True)
+class PerformanceSettings:
+    """How the engine runs the pipeline; `profile` names the preset these values came from."""
+
+    profile: str = "off"
+    dtype: str = "float32"
+    compile: bool = False
+    compile_mode: str = "default"
+    compile_vae: bool = False
+    compile_cache_dir: str | None = None
+    attention_backend: str = "auto"
+    channels_last: bool = False
+    fuse_qkv: bool = False
+    cross_attention_shortcut: bool = False
+    temporal_conv_as_2d: bool = False
+    allow_tf32: bool = False
+    decode_chunk_size: int | None = None
+    cpu_offload: str = "none"
+    forward_chunking: bool = False
+    gpu_postprocess: bool = False
+    background_encode: bool = False
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The torch dtype to load the pipeline in."""
+        return getattr(torch, self.dtype)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for manifests."""
+        return asdict(self)
+
+
+def default_compile_cache_dir() -> str:
+    """Where compiled kernels persist between runs: $SVDRENDER_CACHE or $XDG_CACHE_HOME/svdrender, then torch-compile."""
+    root = os.environ.get("SVDRENDER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "svdrender"
+    )
+    return os.path.join(root, "torch-compile")
+
+
+def profile_settings(
+    profile: str, device_name: str = "cpu", total_vram_gib: float = 0.0, num_jobs: int | None = None
+) -> PerformanceSettings:
+    """The named profile's settings on this device; `auto` picks one from the VRAM and the number of jobs."""
+    if profile not in PROFILES:
+        raise UsageError(f"unknown performance profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    on_gpu = total_vram_gib > 0 and not device_name.lower().startswith("cpu")
+    if not on_gpu:
+        # Nothing here speeds up the CPU path and fp16 is slow or unsupported there: run plain float32 diffusers.
+        return PerformanceSettings(profile="off", dtype="float32")
+    if profile == "auto":
+        if total_vram_gib < FAST_MIN_VRAM_GIB:
+            profile = "low"
+        else:
+            profile = "fast" if num_jobs is None or num_jobs >= COMPILE_MIN_JOBS else "balanced"
+    if profile == "off":
+        return PerformanceSettings(profile="off", dtype="float16")
+    if profile == "low":
+        return PerformanceSettings(
+            profile="low",
+            dtype="float16",
+            cpu_offload="model",
+            forward_chunking=True,
+            cross_attention_shortcut=True,
+            decode_chunk_size=LOW_DECODE_CHUNK_SIZE,
+            gpu_postprocess=True,
+            background_encode=True,
+        )
+    # Left out on purpose (docs/performance.md has the numbers): a forced SDPA backend (torch already picks cuDNN's
+    # attention on Hopper), channels_last (slower eager; inductor picks layouts itself) and fused QKV (no gain).
+    # temporal_conv_as_2d is 2% slower in eager, so only the compiled profile, measured with it, uses it.
+    balanced = PerformanceSettings(
+        profile="balanced",
+        dtype="float16",
+        cross_attention_shortcut=True,
+        gpu_postprocess=True,
+        background_encode=True,
+    )
+    if profile == "balanced":
+        return balanced
+    return replace(
+        balanced,
+        profile="fast",
+        temporal_conv_as_2d=True,
+        compile=True,
+        compile_vae=True,
+        compile_cache_dir=default_compile_cache_dir(),
+    )
+
+
+def auto_settings(device_name: str, total_vram_gib: float, num_jobs: int | None = None) -> PerformanceSettings:
+    """The settings `profile: auto` resolves to on this device (name as torch reports it; 0 GiB means no GPU)."""
+    return profile_settings("auto", device_name, total_vram_gib, num_jobs)
+
+
+def resolve_settings(
+    profile: str = "auto",
+    device_name: str = "cpu",
+    total_vram_gib: float = 0.0,
+    num_jobs: int | None = None,
+    **overrides: Any,
+) -> PerformanceSettings:
+    """A profile's settings with the recipe's or command line's explicit values on top; None values are ignored."""
+    settings = profile_settings(profile, device_name, total_vram_gib, num_jobs)
+    known = {f.name for f in fields(PerformanceSettings)} - {"profile"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UsageError(f"unknown performance setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    validate_settings(settings)
+    return settings
+
+
+def validate_settings(settings: PerformanceSettings) -> None:
+    """Raise UsageError for a value outside its allowed set."""
+    choices = {
+        "dtype": DTYPES,
+        "attention_backend": ATTENTION_BACKENDS,
+        "cpu_offload": CPU_OFFLOAD_MODES,
+        "compile_mode": COMPILE_MODES,
+    }
+    for name, allowed in choices.items():
+        value = getattr(settings, name)
+        if value not in allowed:
+            raise UsageError(f"performance.{name}: {value!r} is not one of {', '.join(allowed)}")
+    if settings.decode_chunk_size is not None and settings.decode_chunk_size < 1:
+        raise UsageError(f"performance.decode_chunk_size: must be at least 1, got {settings.decode_chunk_size}")
+    if settings.compile and settings.cpu_offload != "none":
+        raise UsageError("performance: compile and cpu_offload cannot be combined; offloading hooks defeat compilation")
+
+
+def _pipeline_device(pipe) -> torch.device:
+    # `_execution_device` follows offload hooks; `device` is where the weights are now.
+    try:
+        return torch.device(pipe._execution_device)
+    except Exception:
+        return torch.device(pipe.device)
+
+
+def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
+    """Apply `settings` to a loaded StableVideoDiffusionPipeline in place; return what was applied, for manifests.
+
+    The pipeline's __call__ is unchanged. Calling this twice is safe: steps already applied are skipped. On a CPU
+    pipeline every GPU-only step is skipped and recorded as such.
+    """
+    validate_settings(settings)
+    applied: dict[str, Any] = {"profile": settings.profile, "settings": settings.as_dict(), "applied": [], "skipped": []}
+    if settings.profile == "off":
+        return applied
+
+    wants_gpu = settings.cpu_offload != "none"
+    on_cuda = torch.cuda.is_available() and (wants_gpu or _pipeline_device(pipe).type == "cuda")
+    if not on_cuda:
+        applied["skipped"].append("all: pipeline is not on a CUDA device")
+        return applied
+
+    def did(what: str) -> None:
+        applied["applied"].append(what)
+
+    if settings.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        did("tf32 matmul and convolution")
+
+    # Each rewrite returns how many layers it changed: 0 means it was already applied.
+    if settings.fuse_qkv and (n := fuse_qkv_projections(pipe.unet)):
+        did(f"fused qkv projections in {n} attention layers")
+    if settings.cross_attention_shortcut and (n := single_token_cross_attention(pipe.unet)):
+        did(f"single-token cross-attention shortcut in {n} layers")
+    if settings.temporal_conv_as_2d and (n := temporal_convs_as_2d(pipe.unet) + temporal_convs_as_2d(pipe.vae)):
+        did(f"{n} temporal (k,1,1) Conv3d run as Conv2d")
+    # Convolutions run in NHWC on tensor cores; NCHW costs a transpose around each one.
+    if settings.channels_last and (n := channels_last_convolutions(pipe.unet) + channels_last_convolutions(pipe.vae)):
+        did(f"channels_last weights for {n} 2-d convolutions in unet and vae")
+    if settings.forward_chunking and (n := chunk_feed_forwards(pipe.unet)):
+        did(f"{n} unet feed-forwards chunked by rows (intermediates <= {FEED_FORWARD_CHUNK_BYTES >> 20} MiB)")
+
+    if settings.cpu_offload != "none":
+        # Offloading frees and re-allocates whole models; growable segments keep the reserved pool near the
+        # allocated peak instead of holding freed blocks of the wrong size.
+        try:
+            torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+            did("allocator expandable_segments")
+        except Exception as exc:  # private API: record, never fail the run over it
+            applied["skipped"].append(f"expandable_segments: {exc}")
+
+    if settings.cpu_offload == "model":
+        pipe.enable_model_cpu_offload(device="cuda")
+        did("model cpu offload")
+    elif settings.cpu_offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device="cuda")
+        did("sequential cpu offload")
+
+    if settings.compile or settings.compile_vae:
+        cache_dir = settings.compile_cache_dir
+        if cache_dir:
+            # Inductor reads this at compile time; its FX-graph and autograd caches then persist between runs.
+            os.makedirs(cache_dir, exist_ok=True)
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
+            os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(cache_dir, "triton"))
+            applied["compile_cache_dir"] = cache_dir
+        if settings.compile and _compile_in_place(pipe.unet, settings.compile_mode, fullgraph=True):
+            did(f"torch.compile unet (mode={settings.compile_mode}, fullgraph, static shapes)")
+        if settings.compile_vae and _compile_in_place(pipe.vae.decoder, settings.compile_mode, fullgraph=False):
+            did(f"torch.compile vae decoder (mode={settings.compile_mode}, static shapes)")
+
+    if settings.attention_backend != "auto":
+        did(f"sdpa backend {settings.attention_backend} first (call_context)")
+    if settings.decode_chunk_size is not None:
+        did(f"decode_chunk_size {settings.decode_chunk_size}")
+    return applied
+
+
+def channels_last_convolutions(module: torch.nn.Module) -> int:
+    """Store every Conv2d weight channels_last; returns how many. (Module.to() refuses: SVD also has Conv3d.)"""
+    count = 0
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d) and not m.weight.is_contiguous(memory_format=torch.channels_last):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+            count += 1
+    return count
+
+
+def _compile_in_place(module: torch.nn.Module, mode: str, fullgraph: bool) -> bool:
+    # Module.compile keeps the module object (config, hooks, .to()) and compiles lazily on the first call.
+    if getattr(module, "_compiled_call_impl", None) is not None:
+        return False
+    options = {} if mode == "default" else {"mode": mode}
+    module.compile(fullgraph=fullgraph, dynamic=False, **options)
+    return True
+
+
+def fuse_qkv_projections(unet: torch.nn.Module) -> int:
+    """Fuse each attention layer's q/k/v (or k/v) projections into one GEMM; returns how many layers were fused."""
+    from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+
+    count = 0
+    for module in unet.modules():
+        if isinstance(module, Attention) and not getattr(module, "fused_projections", False):
+            module.fuse_projections(fuse=True)
+            module.set_processor(FusedAttnProcessor2_0())
+            count += 1
+    return count
+
+
+class SingleTokenCrossAttnProcessor:
+    """Cross-attention onto a single key/value token, computed exactly without the attention kernel.
+
+    With one key the softmax weight is exactly 1, so the output is to_out(to_v(context)) for every query. SVD's
+    cross-attention always attends to one CLIP image token, so the query projection, the SDPA call over every
+    latent pixel and the output projection of identical rows are all skipped. Any other call goes to `fallback`.
+    """
+
+    def __init__(self, fallback):
+        self.fallback = fallback
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
+        if (
+            encoder_hidden_states is None
+            or encoder_hidden_states.ndim != 3
+            or encoder_hidden_states.shape[1] != 1
+            or hidden_states.ndim != 3
+            or attention_mask is not None
+            or attn.spatial_norm is not None
+            or attn.group_norm is not None
+        ):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kw)
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states)))  # [B, 1, C]
+        out = out.expand(hidden_states.shape[0], hidden_states.shape[1], out.shape[-1])
+        if attn.residual_connection:
+            out = out + hidden_states
+        if attn.rescale_output_factor != 1.0:
+            out = out / attn.rescale_output_factor
+        return out
+
+
+def single_token_cross_attention(module: torch.nn.Module) -> int:
+    """Route every cross-attention layer of `module` through SingleTokenCrossAttnProcessor; returns how many."""
+    from diffusers.models.attention_processor import Attention
+
+    count = 0
+    for m in module.modules():
+        if isinstance(m, Attention) and m.is_cross_attention and not isinstance(m.processor, SingleTokenCrossAttnProcessor):
+            m.set_processor(SingleTokenCrossAttnProcessor(m.processor))
+            count += 1
+    return count
+
+
+class TemporalConvAs2d(torch.nn.Module):
+    """A Conv3d with a (k, 1, 1) kernel run as a Conv2d with a (k, 1) kernel over (frames, height·width).
+
+    Same arithmetic; but a channels-last 2-d activation, permuted to (B, C, F, H, W) as SVD's temporal blocks do, is
+    already NHWC for this Conv2d, so cuDNN runs it without the NCHW↔NHWC transposes its 3-d path adds.
+    """
+
+    def __init__(self, conv: torch.nn.Conv3d):
+        super().__init__()
+        self.weight = torch.nn.Parameter(conv.weight.detach()[..., 0].clone(), requires_grad=False)
+        self.bias = None if conv.bias is None else torch.nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+        self.padding = (conv.padding[0], 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = x.shape
+        y = torch.nn.functional.conv2d(x.reshape(b, c, f, h * w), self.weight, self.bias, padding=self.padding)
+        return y.reshape(b, y.shape[1], f, h, w)
+
+
+class RowChunkedFeedForward(torch.nn.Module):
+    """A per-token feed-forward run on at most `rows` tokens at a time, into one preallocated output.
+
+    Exact, since every token is independent. diffusers' enable_forward_chunking slices the temporal blocks along the
+    frame axis into strided views; with model offload that ran 6x slower per step, bmm taking 70% of the GPU time
+    (docs/performance.md). Every chunk here is a contiguous block of rows: one plain GEMM each.
+    """
+
+    def __init__(self, ff: torch.nn.Module, rows: int):
+        super().__init__()
+        self.ff = ff
+        self.rows = rows
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+        if flat.shape[0] <= self.rows:
+            return self.ff(hidden_states, *args, **kwargs)
+        out = None
+        for start in range(0, flat.shape[0], self.rows):
+            part = self.ff(flat[start : start + self.rows], *args, **kwargs)
+            if out is None:
+                out = part.new_empty(flat.shape[0], part.shape[-1])
+            out[start : start + part.shape[0]] = part
+        return out.reshape(*hidden_states.shape[:-1], out.shape[-1])
+
+
+def chunk_feed_forwards(module: torch.nn.Module, max_bytes: int = FEED_FORWARD_CHUNK_BYTES) -> int:
+    """Wrap every diffusers FeedForward under `module` in RowChunkedFeedForward; returns how many."""
+    from diffusers.models.attention import FeedForward
+
+    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+               if isinstance(child, FeedForward) and not isinstance(parent, RowChunkedFeedForward)]
+    for parent, name, ff in targets:
+        widest = max(m.out_features for m in ff.modules() if isinstance(m, torch.nn.Linear))
+        itemsize = next(ff.parameters()).element_size()
+        setattr(parent, name, RowChunkedFeedForward(ff, max(1, max_bytes // (widest * itemsize))))
+    return len(targets)
+
+
+def _is_temporal_conv(m: torch.nn.Module) -> bool:
+    return (
+        type(m) is torch.nn.Conv3d
+        and m.kernel_size[1:] == (1, 1)
+        and m.stride == (1, 1, 1)
+        and m.dilation == (1, 1, 1)
+        and m.groups == 1
+        and m.padding_mode == "zeros"
+        and not isinstance(m.padding, str)
+        and tuple(m.padding[1:]) == (0, 0)
+    )
+
+
+def temporal_convs_as_2d(module: torch.nn.Module) -> int:
+    """Replace every (k, 1, 1) Conv3d under `module` with TemporalConvAs2d; returns how many."""
+    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+               if _is_temporal_conv(child)]
+    for parent, name, child in targets:
+        setattr(parent, name, TemporalConvAs2d(child))
+    return len(targets)
+
+
+_SDPA_BACKENDS = {
+    "cudnn": "CUDNN_ATTENTION",
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "math": "MATH",
+}
+
+
+def call_context(settings: PerformanceSettings) -> contextlib.AbstractContextManager:
+    """Context to hold around every pipeline call: it puts the chosen SDPA backend first (a no-op off CUDA).
+
+    The other backends stay enabled behind it, so shapes the chosen kernel cannot handle still run.
+    """
+    if settings.profile == "off" or settings.attention_backend == "auto" or not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    first = getattr(SDPBackend, _SDPA_BACKENDS[settings.attention_backend])
+    rest = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel([first] + [b for b in rest if b != first], set_priority=True)
+
+
+def effective_decode_chunk_size(settings: PerformanceSettings, requested: int | None) -> int | None:
+    """The decode chunk size to pass: the profile's override if it sets one, else the job's own.
+
+    SVD's temporal decoder mixes frames within a chunk, so a different chunk size changes the frames slightly; only
+    the `low` profile overrides it, to fit in memory.
+    """
+    return settings.decode_chunk_size if settings.decode_chunk_size is not None else requested
+
+
+def frames_to_uint8(video: torch.Tensor):
+    """[F, C, H, W] frames in [0, 1] (pipeline output_type="pt") → numpy uint8 [F, H, W, C], converted on the device.
+
+    Rounds exactly as diffusers' PIL path does ((x * 255).round() in float32), so the bytes match output_type="pil",
+    while moving a quarter of the bytes off the GPU and skipping the per-frame PIL objects.
+    """
+    frames = (video.float() * 255).round_().clamp_(0, 255).to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def describe_device() -> tuple[str, float]:
+    """(device name, total VRAM in GiB) of CUDA device 0, or ("cpu", 0.0) without one."""
+    if not torch.cuda.is_available():
+        return "cpu", 0.0
+    props = torch.cuda.get_device_properties(0)
+    return props.name, props.total_memory / 2**30
