@@ -93,7 +93,13 @@ def fit_image(img: Image.Image, width: int, height: int, mode: str) -> Image.Ima
         # ImageOps.fit crops in source coordinates and resizes once, so no detail is lost to a second pass.
         return ImageOps.fit(img, size, method=Image.Resampling.LANCZOS)
     if mode == "pad":
-        return ImageOps.pad(img, size, method=Image.Resampling.LANCZOS, color=_PAD_COLOUR)
+        # Not ImageOps.pad: it can round a side to 0 pixels for extreme aspect ratios and then fails.
+        scale = min(width / img.width, height / img.height)
+        inner = (max(1, min(width, round(img.width * scale))), max(1, min(height, round(img.height * scale))))
+        canvas = Image.new("RGB", size, _PAD_COLOUR)
+        canvas.paste(img.resize(inner, Image.Resampling.LANCZOS),
+                     ((width - inner[0]) // 2, (height - inner[1]) // 2))
+        return canvas
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
