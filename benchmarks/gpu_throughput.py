@@ -40,7 +40,6 @@ sys.path.insert(0, str(REPO))
 
 from renderer import performance  # noqa: E402
 
-FULL_SEED = 20250101
 # One SVD-XT video ≈ 4.2 PFLOP at 25 frames, 576×1024, 25 steps with CFG (SVD_FACTS.md): the UNet costs 3.2 TFLOP per
 # latent frame per pass, the VAE decode 0.17 PFLOP per 25 frames. Scaled linearly in pixels (attention is not linear:
 # this is an estimate).
@@ -72,52 +71,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def build_full_pipeline(device: torch.device, dtype: torch.dtype, seed: int = FULL_SEED):
-    """Full-size SVD-XT (UNet 1.52 B, temporal VAE 97.7 M, CLIP ViT-H 632 M) with seeded random weights on `device`."""
-    from diffusers import (
-        AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
-        StableVideoDiffusionPipeline,
-        UNetSpatioTemporalConditionModel,
-    )
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+def build_full_pipeline(device: torch.device, dtype: torch.dtype):
+    """Full-size SVD-XT (UNet 1.52 B, temporal VAE 97.7 M, CLIP ViT-H 632 M) with seeded random weights on `device`:
+    the engine's builtin:svd-xt-random, so the benchmark and `svdrender` time the same model."""
+    from renderer.tiny import build_svd_xt_random
 
-    from renderer.tiny import SVD_SCHEDULER_CONFIG
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
-        torch.manual_seed(seed)
-        unet = UNetSpatioTemporalConditionModel(num_frames=25)
-        torch.manual_seed(seed + 1)
-        vae = AutoencoderKLTemporalDecoder(
-            block_out_channels=[128, 256, 512, 512],
-            down_block_types=["DownEncoderBlock2D"] * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=768,
-            scaling_factor=0.18215,
-        )
-        torch.manual_seed(seed + 2)
-        image_encoder = CLIPVisionModelWithProjection(
-            CLIPVisionConfig(
-                hidden_size=1280,
-                intermediate_size=5120,
-                num_attention_heads=16,
-                num_hidden_layers=32,
-                patch_size=14,
-                image_size=224,
-                projection_dim=1024,
-                hidden_act="gelu",
-            )
-        )
-    pipe = StableVideoDiffusionPipeline(
-        vae=vae,
-        image_encoder=image_encoder,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG),
-        feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}),
-    )
+    pipe = build_svd_xt_random(device, dtype)
     pipe.to(device=device, dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
     return pipe
 
 

@@ -240,6 +240,7 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, f
         "scheduler": None,
         "model": asdict(engine.info) if engine is not None and engine.info is not None else
         {"id": recipe.model.id, "requested_revision": recipe.model.revision},
+        "performance": engine.performance if engine is not None else {},
         "versions": versions(),
         "recipe": {"path": str(recipe.path), "sha256": recipe.sha256, "git": git_commit(recipe.path)},
         "cache_key": job.cache_key,
@@ -265,7 +266,7 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, f
 
 
 def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail_fast: bool = False,
-             max_failures: int | None = None, engine=None, group=None) -> RunResult:
+             max_failures: int | None = None, engine=None, group=None, performance: dict | None = None) -> RunResult:
     """Render every job of a plan that is not skipped; return results and the exit code.
 
     With a process group (accelerate/torchrun), this process renders only its cost-balanced share; the main process
@@ -297,7 +298,9 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
             if todo and engine is None:
                 from .engine import Engine
 
-                engine = Engine(plan.recipe.model, device=device, base_dir=plan.recipe.path.parent)
+                engine = Engine(plan.recipe.model, device=device, base_dir=plan.recipe.path.parent,
+                                performance={**dict(plan.recipe.performance), **(performance or {})},
+                                num_jobs=len(todo))
             failures = 0
             for job in todo:
                 progress.start(job)

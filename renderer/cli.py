@@ -63,8 +63,13 @@ def main():
 @click.option("--max-failures", type=click.IntRange(min=1), metavar="N", help="Stop after N failed jobs.")
 @click.option("--shard", metavar="I/N", help="Render only shard I of N (numbered from 1), split by cost; for CI "
               "job matrices. Every machine computes the same split.")
+@click.option("--profile", type=click.Choice(["auto", "fast", "balanced", "low", "off"]),
+              help="Performance profile (overrides performance.profile; see docs/performance.md).")
+@click.option("--compile/--no-compile", "compile_unet", default=None,
+              help="Force torch.compile of the UNet on or off (default: the profile's choice).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the final summary line.")
-def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_failures, shard, quiet):
+def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_failures, shard, profile, compile_unet,
+           quiet):
     """Render every job of RECIPE (item x preset x seed).
 
     Under `accelerate launch` or `torchrun`, each process renders its cost-balanced share on its own GPU.
@@ -91,7 +96,8 @@ def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_fai
     for plan in plans:
         try:
             run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures,
-                           group=group)
+                           group=group, performance={k: v for k, v in (("profile", profile),
+                                                                       ("compile", compile_unet)) if v is not None})
         except SvdrenderError as exc:
             _fail(exc)
         summary = summarize(run)

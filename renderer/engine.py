@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import images, schedulers
+from . import images, performance, schedulers
 from .errors import JobError, ModelUnavailableError
 from .plan import Job
 from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec
@@ -102,10 +102,10 @@ def _resolved_hub_revision(repo_id: str, revision: str) -> str:
     return revision
 
 
-def load_pipeline(model: ModelSpec, device: str, base_dir: Path):
-    """Load the pipeline a ModelSpec names; raise ModelUnavailableError with one actionable sentence."""
+def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | None = None):
+    """Load the pipeline a ModelSpec names (in `dtype` when given); raise ModelUnavailableError with one sentence."""
     start = time.perf_counter()
-    dtype = resolve_dtype(model.dtype, device)
+    dtype = resolve_dtype(dtype or model.dtype, device)
     if model.is_builtin:
         from . import tiny
 
@@ -167,7 +167,8 @@ def _unavailable_message(model: ModelSpec, source: str, kind: str, exc: Exceptio
 class Engine:
     """Loads one pipeline (on first use) and renders jobs on it."""
 
-    def __init__(self, model: ModelSpec, *, device: str | None = None, base_dir: Path = Path.cwd()):
+    def __init__(self, model: ModelSpec, *, device: str | None = None, base_dir: Path = Path.cwd(),
+                 performance: dict | None = None, num_jobs: int | None = None):
         self.model = model
         self.device = resolve_device(device)
         self.base_dir = base_dir
@@ -176,12 +177,24 @@ class Engine:
         self.loads = 0
         self._base_scheduler_config: dict | None = None
         self.memory_savers: list[str] = []  # forward_chunking, cpu_offload: once enabled, kept for later jobs
+        self.performance_request = dict(performance or {})
+        self.num_jobs = num_jobs
+        self.speed: performance.PerformanceSettings | None = None
+        self.performance: dict = {}  # what optimize_pipeline applied, for sidecars
 
     def load(self) -> LoadedModel:
-        """Load the pipeline if it is not loaded yet (one load per Engine)."""
+        """Load the pipeline if it is not loaded yet (one load per Engine), with the performance profile applied."""
         if self.pipe is None:
-            self.pipe, self.info = load_pipeline(self.model, self.device, self.base_dir)
+            request = dict(self.performance_request)
+            profile = request.pop("profile", None) or "auto"
+            on_cuda = torch.device(self.device).type == "cuda"
+            name, vram = performance.describe_device() if on_cuda else ("cpu", 0.0)
+            self.speed = performance.resolve_settings(profile, name, vram, num_jobs=self.num_jobs, **request)
+            # The profile's dtype applies when the recipe leaves it to svdrender (dtype: auto).
+            dtype = self.speed.dtype if on_cuda and self.model.dtype == "auto" else None
+            self.pipe, self.info = load_pipeline(self.model, self.device, self.base_dir, dtype=dtype)
             self._base_scheduler_config = dict(self.pipe.scheduler.config)
+            self.performance = performance.optimize_pipeline(self.pipe, self.speed)
             self.loads += 1
         return self.info
 
@@ -202,11 +215,11 @@ class Engine:
                 on_step(i + 1, total[0] or len(pipe.scheduler.timesteps))
             return kwargs
 
-        chunk = s.decode_chunk_size or s.num_frames
+        chunk = first_chunk = performance.effective_decode_chunk_size(self.speed, s.decode_chunk_size) or s.num_frames
         latents = None
         while True:
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), performance.call_context(self.speed):
                     if latents is None:
                         t1 = time.perf_counter()
                         latents = self.pipe(
@@ -219,7 +232,7 @@ class Engine:
                             noise_aug_strength=s.noise_aug_strength,
                             min_guidance_scale=s.min_guidance_scale,
                             max_guidance_scale=s.max_guidance_scale,
-                            decode_chunk_size=s.decode_chunk_size,
+                            decode_chunk_size=chunk,
                             generator=generator,
                             output_type="latent",
                             callback_on_step_end=step_end,
@@ -242,7 +255,7 @@ class Engine:
             if failed_in == "decode" and chunk > 1:
                 chunk = max(1, chunk // 2)  # the latents are kept: only the decode runs again
             elif not self._save_memory(failed_in):
-                tried = ", ".join(self._fallback(s, chunk))
+                tried = ", ".join(self._fallback(first_chunk, chunk))
                 raise JobError(f"out of memory while {'denoising' if failed_in == 'denoise' else 'decoding'}"
                                f"{' even with ' + tried if tried else ''}: {message}; lower width, height or "
                                "num_frames")
@@ -259,7 +272,7 @@ class Engine:
             sigmas=[round(float(x), 6) for x in getattr(scheduler, "sigmas", [])],
             call_kwargs={k: (list(map(float, v)) if k == "sigmas" else v) for k, v in call_kwargs.items()},
             timings={k: round(v, 3) for k, v in timings.items()},
-            fallback=self._fallback(s, chunk),
+            fallback=self._fallback(first_chunk, chunk),
         )
 
     def _sampler(self, job: Job):
@@ -286,9 +299,9 @@ class Engine:
             return True
         return False
 
-    def _fallback(self, s, chunk: int) -> list[str]:
+    def _fallback(self, first_chunk: int, chunk: int) -> list[str]:
         """What this job ran with to fit in memory, for its sidecar."""
-        smaller = [f"decode_chunk_size={chunk}"] if chunk != (s.decode_chunk_size or s.num_frames) else []
+        smaller = [f"decode_chunk_size={chunk}"] if chunk != first_chunk else []
         return smaller + self.memory_savers
 
     def _release_memory(self) -> None:

@@ -129,6 +129,7 @@ class Recipe:
     presets: dict[str, Preset] = field(hash=False)
     items: tuple[Item, ...]
     files: tuple[Path, ...]
+    performance: tuple[tuple[str, Any], ...] = ()  # the recipe's `performance:` section, as written
 
 
 class _Collector:
@@ -574,6 +575,7 @@ def load_recipe(path: Path | str, *, model_override: str | None = None, out_over
         presets=presets,
         items=items,
         files=tuple(Path(f) for f in files),
+        performance=tuple(sorted((data.get("performance") or {}).items())),
     )
     _semantic_checks(recipe, out)
     if out.problems:

@@ -119,3 +119,26 @@ def test_model_missing_offline_is_one_clear_sentence(tmp_path, monkeypatch):
 def test_not_a_model_id(tmp_path):
     with pytest.raises(ModelUnavailableError, match="is neither a local folder"):
         load_pipeline(ModelSpec("no such thing"), "cpu", tmp_path)
+
+
+def test_performance_profiles_are_plain_float32_on_a_cpu(write_recipe, tiny_engine):
+    """On a CPU every profile resolves to plain float32 diffusers (nothing there speeds up the CPU path), so a job's
+    frames are the same under --profile fast; the sidecar records what was applied. GPU numbers: performance.md."""
+    job = make_plan(load_recipe(write_recipe(TINY_RECIPE))).jobs[0]
+    fast = Engine(ModelSpec("builtin:tiny"), device="cpu", performance={"profile": "fast", "compile": True},
+                  num_jobs=10)
+    frames = fast.render(job).frames
+    assert fast.performance["profile"] == "off" and fast.performance["applied"] == []
+    assert fast.info.dtype == "float32"
+    assert np.array_equal(frames, tiny_engine.render(job).frames)
+
+
+def test_recipe_performance_section_and_its_errors(write_recipe):
+    from renderer.errors import RecipeError
+
+    recipe = load_recipe(write_recipe(TINY_RECIPE + "performance: {profile: low, compile: false}\n"))
+    assert dict(recipe.performance) == {"profile": "low", "compile": False}
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write_recipe(TINY_RECIPE + "performance: {profile: turbo}\n"))
+    assert str(info.value).endswith("$.performance.profile: 'turbo' is not one of 'auto', 'fast', 'balanced', "
+                                    "'low', 'off'")
