@@ -8,6 +8,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from contextlib import ExitStack, contextmanager
@@ -161,8 +162,15 @@ class SignalGuard:
 
 @contextmanager
 def stop_on_signals():
-    """Install a `SignalGuard` for the duration of a run."""
+    """Install a `SignalGuard` for the duration of a run.
+
+    Python lets only the main thread set handlers; a run from another thread (a web app, a notebook helper) gets a
+    guard that never fires, and the host application keeps its own signal handling.
+    """
     guard = SignalGuard()
+    if threading.current_thread() is not threading.main_thread():
+        yield guard
+        return
     previous = {sig: signal.signal(sig, guard.handle) for sig in SignalGuard.SIGNALS}
     try:
         yield guard

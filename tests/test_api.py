@@ -133,3 +133,16 @@ def test_notebook_runs_top_to_bottom(tmp_path):
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     assert (tmp_path / "renders" / "notebook" / "index.html").is_file()
     assert json.loads((tmp_path / "renders" / "notebook-demo" / "manifest.json").read_text())["counts"] == {"ok": 1}
+
+
+def test_render_from_a_worker_thread(tmp_path):
+    """Signal handlers can only be installed from the main thread; a render started elsewhere must still work."""
+    import threading
+
+    shutil.copytree(INPUTS, tmp_path / "inputs")
+    (tmp_path / "r.yaml").write_text(TINY_RECIPE)
+    found = {}
+    worker = threading.Thread(target=lambda: found.update(results=renderer.render(tmp_path / "r.yaml")))
+    worker.start()
+    worker.join(timeout=300)
+    assert [r.status for r in found["results"]] == ["ok"]

@@ -16,6 +16,7 @@ import jsonschema
 from conftest import INPUTS, RECIPES, REPO, cli_env, load_json, run_cli
 
 SCHEMA_PATH = REPO / "schemas" / "recipe.schema.json"
+INCLUDE_SCHEMA_PATH = REPO / "schemas" / "include.schema.json"
 SCHEMA = load_json(SCHEMA_PATH)
 MODELINE = re.compile(r"^# yaml-language-server: \$schema=(\S+)$")
 # Accepted by the schema only so that svdrender can refuse them with a reason: an example would invite them.
@@ -26,7 +27,7 @@ REQUIRED = {"/properties/items", "/$defs/selection/properties/seeds/oneOf/1/prop
             "/$defs/item/properties/image", "/$defs/item/properties/glob"}
 COMPUTED_DEFAULT = {"/properties/name", "/properties/output/properties/dir", "/$defs/item/properties/name",
                     "/$defs/preset/properties/description", "/$defs/preset/properties/sigmas"}
-# The include fragment holds presets and defaults for other recipes; it is checked through the recipes including it.
+# The include fragment holds presets and defaults for other recipes: it names include.schema.json (no items).
 FRAGMENTS = {RECIPES / "shared" / "presets.yaml"}
 
 
@@ -52,7 +53,8 @@ def test_every_shipped_recipe_names_its_schema():
         first = recipe.read_text(encoding="utf-8").splitlines()[0]
         match = MODELINE.match(first)
         assert match, f"{recipe}: first line must be `# yaml-language-server: $schema=...`"
-        assert (recipe.parent / match.group(1)).resolve() == SCHEMA_PATH
+        expected = INCLUDE_SCHEMA_PATH if recipe in FRAGMENTS else SCHEMA_PATH
+        assert (recipe.parent / match.group(1)).resolve() == expected
 
 
 def test_every_field_has_title_description_default_and_examples():
@@ -80,11 +82,11 @@ def test_examples_and_defaults_are_valid_values_of_their_field():
             assert errors == [], f"{pointer}: {value!r}: {errors}"
 
 
-def check_jsonschema(*files: Path) -> dict:
-    """The check-jsonschema CLI (an independent implementation) on recipe files, with the local schema."""
+def check_jsonschema(*files: Path, schema: Path = SCHEMA_PATH) -> dict:
+    """The check-jsonschema CLI (an independent implementation) on recipe files, with a local schema."""
     exe = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent))
     assert exe, "check-jsonschema is missing: pip install -e '.[test]' (tests/run does)"
-    proc = subprocess.run([exe, "--schemafile", str(SCHEMA_PATH), "--output-format", "json", *map(str, files)],
+    proc = subprocess.run([exe, "--schemafile", str(schema), "--output-format", "json", *map(str, files)],
                           capture_output=True, text=True, env=cli_env(), timeout=120)
     result = json.loads(proc.stdout)
     assert proc.returncode == (0 if result["status"] == "ok" else 1), proc.stderr
@@ -95,6 +97,8 @@ def check_jsonschema(*files: Path) -> dict:
 def test_shipped_recipes_are_valid_for_both():
     recipes = [p for p in sorted(RECIPES.rglob("*.yaml")) if p not in FRAGMENTS]
     assert check_jsonschema(*recipes)["status"] == "ok"
+    assert check_jsonschema(*FRAGMENTS, schema=INCLUDE_SCHEMA_PATH)["status"] == "ok"
+    assert check_jsonschema(RECIPES / "demo.yaml", schema=INCLUDE_SCHEMA_PATH)["status"] == "fail"  # has items
     proc = run_cli("validate", *recipes)
     assert proc.returncode == 0, proc.stderr
 
