@@ -55,19 +55,19 @@ def render(recipe: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.
     the error. Interrupting the kernel (SIGINT) stops after recording the current job and raises KeyboardInterrupt.
     """
     from .batch import run_plan
-    from .cli import _plan
+    from .plan import plan_recipe
 
     only = (only,) if isinstance(only, str) else tuple(only)
     out_path = Path(out).expanduser().resolve() if out is not None else None
     if isinstance(recipe, Mapping):
         with _recipe_file(recipe, Path(base_dir if base_dir is not None else Path.cwd())) as path:
             with _located_in_dict(path):
-                plan = _plan(path, model=model, out=out_path, only=only, force=force)
+                plan = plan_recipe(path, model=model, out=out_path, only=only, force=force)
             run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures)
     else:
         if base_dir is not None:
             raise UsageError("base_dir is for dict recipes; a recipe file's paths resolve against its own folder")
-        plan = _plan(Path(recipe), model=model, out=out_path, only=only, force=force)
+        plan = plan_recipe(Path(recipe), model=model, out=out_path, only=only, force=force)
         run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures)
     if run.exit_code == EXIT_SIGINT:
         raise KeyboardInterrupt

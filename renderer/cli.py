@@ -76,13 +76,14 @@ def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_fai
     """
     from .batch import run_plan, summarize
     from .distributed import ProcessGroup
+    from .plan import plan_recipe
     from .shards import parse_shard, select
 
     if out is not None and len(recipes) > 1:
         _fail(UsageError("--out takes one recipe at a time (each recipe needs its own output folder)"))
     try:
         part = parse_shard(shard) if shard else None
-        plans = [_plan(path, model=model, out=out, only=only, force=force) for path in recipes]
+        plans = [plan_recipe(path, model=model, out=out, only=only, force=force) for path in recipes]
     except SvdrenderError as exc:
         _fail(exc)
     if part is not None:
@@ -108,23 +109,6 @@ def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_fai
         if run.exit_code >= 128:
             break
     sys.exit(exit_code)
-
-
-def _plan(path: Path, *, model=None, out=None, only=(), force=False, check_images=True):
-    from .plan import make_plan
-    from .recipe import load_recipe
-
-    recipe = load_recipe(path, model_override=model, out_override=out, check_images=check_images)
-    plan = make_plan(recipe, only=tuple(only), force=force)
-    if only:
-        matched = {o for o in only for j in plan.jobs if j.id == o or j.item == o or j.id.startswith(o + "/")}
-        missing = [o for o in only if o not in matched]
-        if missing:
-            from .recipe import suggest
-
-            ids = [j.id for j in make_plan(recipe).jobs] + [i.name for i in recipe.items]
-            raise UsageError(f"--only {missing[0]!r} matches no job of {path}{suggest(missing[0], ids)}")
-    return plan
 
 
 def _plan_table(plan) -> str:
@@ -177,10 +161,10 @@ def validate(recipes, quiet):
 @click.option("--force", is_flag=True, help="Plan as if nothing had been rendered yet.")
 def plan_command(recipe, as_json, out, only, model, force):
     """List the jobs RECIPE would render, and which are already done."""
-    from .plan import plan_json
+    from .plan import plan_json, plan_recipe
 
     try:
-        plan = _plan(recipe, model=model, out=out, only=only, force=force)
+        plan = plan_recipe(recipe, model=model, out=out, only=only, force=force)
     except SvdrenderError as exc:
         _fail(exc)
     if as_json:

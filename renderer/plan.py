@@ -10,7 +10,8 @@ from pathlib import Path
 
 from . import __version__, schedulers
 from .outputs import file_sha256
-from .recipe import ModelSpec, Recipe, Settings, resolve_settings
+from .errors import UsageError
+from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, suggest
 
 # Bump when the bytes svdrender writes for the same frames change (encoder settings, sidecar layout).
 OUTPUT_FORMAT_VERSION = 1
@@ -201,6 +202,22 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
                 job = with_cache_key(job, recipe, revision)
                 jobs.append(replace(job, render_reason="forced (--force)") if force else decide(job))
     return Plan(recipe=recipe, jobs=tuple(jobs), model_revision=revision, force=force)
+
+
+def plan_recipe(path: Path, *, model: str | None = None, out: Path | None = None, only=(), force: bool = False,
+                check_images: bool = True) -> Plan:
+    """Load, validate and plan a recipe file, as `svdrender render/plan` and `renderer.render` do.
+
+    An `only` entry that matches no job is a usage mistake (a typo would otherwise render nothing and exit 0).
+    """
+    recipe = load_recipe(path, model_override=model, out_override=out, check_images=check_images)
+    plan = make_plan(recipe, only=tuple(only), force=force)
+    matched = {o for o in only for j in plan.jobs if j.id == o or j.item == o or j.id.startswith(o + "/")}
+    missing = [o for o in only if o not in matched]
+    if missing:
+        ids = [j.id for j in make_plan(recipe).jobs] + [i.name for i in recipe.items]
+        raise UsageError(f"--only {missing[0]!r} matches no job of {path}{suggest(missing[0], ids)}")
+    return plan
 
 
 def plan_json(plan: Plan) -> dict:

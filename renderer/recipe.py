@@ -29,8 +29,6 @@ BUILTIN_TINY = "builtin:tiny"
 BUILTIN_SVD_XT_RANDOM = "builtin:svd-xt-random"  # full-size architecture, random weights: GPU benchmarks
 BUILTIN_MODELS = (BUILTIN_TINY, BUILTIN_SVD_XT_RANDOM)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_SCHEDULER_KEYS = ("description", "scheduler", "sigmas", "scheduler_options", "timesteps", "timestep_spacing",
-                   "rescale_betas_zero_snr")
 
 
 @lru_cache(maxsize=1)
@@ -46,7 +44,7 @@ def setting_defaults() -> dict[str, Any]:
     return {name: spec["default"] for name, spec in props.items()}
 
 
-SETTING_NAMES = tuple(json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))["$defs"]["settings"]["properties"])
+SETTING_NAMES = tuple(schema()["$defs"]["settings"]["properties"])
 
 
 @dataclass(frozen=True)
@@ -178,8 +176,7 @@ def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, 
     includes = data.get("include", [])
     if not isinstance(includes, list):
         return data
-    merged_defaults: dict = {}
-    merged_presets: dict = {}
+    sections: tuple[tuple[str, dict], ...] = (("presets", {}), ("defaults", {}))
     for index, rel in enumerate(includes):
         if not isinstance(rel, str):
             continue
@@ -215,22 +212,18 @@ def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, 
                                             f"'{key}' cannot be shared through include; an included file "
                                             "holds only presets and defaults"))
         sub_data = _merge_includes(sub, target.parent, out, depth + 1, seen + (target,), root)
-        for name, value in (sub_data.get("presets") or {}).items():
-            merged_presets[name] = value
-            out.owners[("presets", name)] = sub
-        for name, value in (sub_data.get("defaults") or {}).items():
-            merged_defaults[name] = value
-            out.owners[("defaults", name)] = sub
-    if merged_presets or isinstance(data.get("presets"), dict):
-        own = data.get("presets") if isinstance(data.get("presets"), dict) else {}
-        for name in own:
-            out.owners.pop(("presets", name), None)
-        data["presets"] = {**merged_presets, **own} if (merged_presets or own) else data.get("presets")
-    if merged_defaults or isinstance(data.get("defaults"), dict):
-        own = data.get("defaults") if isinstance(data.get("defaults"), dict) else {}
-        for name in own:
-            out.owners.pop(("defaults", name), None)
-        data["defaults"] = {**merged_defaults, **own} if (merged_defaults or own) else data.get("defaults")
+        for section, merged in sections:
+            for name, value in (sub_data.get(section) or {}).items():
+                merged[name] = value
+                out.owners[(section, name)] = sub
+    for section, merged in sections:
+        own = data.get(section)
+        if own is not None and not isinstance(own, dict):
+            continue  # the schema reports it
+        for name in own or {}:
+            out.owners.pop((section, name), None)  # this document's own entries win, and are located here
+        if merged or own:
+            data[section] = {**merged, **(own or {})}
     return data
 
 
@@ -345,7 +338,7 @@ def _report_schema_error(error, out: _Collector) -> None:
         word = "at least" if validator == "minimum" else "at most"
         out.add(path, f"{value} is out of range: must be {word} {error.validator_value}")
         return
-    if validator == "pattern" and path and path[-1] == "name" or validator == "pattern":
+    if validator == "pattern":
         out.add(path, f"{value!r} is not a safe name: use letters, digits, '.', '_' and '-', starting with a "
                       "letter or digit (at most 64 characters)")
         return
@@ -390,8 +383,9 @@ def _build_presets(data: dict, out: _Collector) -> dict[str, Preset]:
         if not isinstance(spec, dict):
             continue
         for sub, message in schedulers.check_preset(spec):
-            out.add(("presets", name) + tuple(sub), message, key=len(sub) == 1 and sub[0] in spec
-                    and sub[0] in ("timesteps", "timestep_spacing", "rescale_betas_zero_snr"))
+            # A refused key is reported at the key itself, not at its value.
+            out.add(("presets", name) + tuple(sub), message,
+                    key=len(sub) == 1 and sub[0] in spec and sub[0] in schedulers.REFUSED_OPTIONS)
         scheduler = schedulers.canonical_name(spec.get("scheduler", "euler")) or "euler"
         sigmas = spec.get("sigmas")
         presets[name] = Preset(
