@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 from . import __version__, schedulers
@@ -96,13 +97,21 @@ def cache_inputs(job: Job, recipe: Recipe, revision: str | None) -> dict:
     """Everything that determines a job's output bytes, as JSON data (sidecars keep it to explain changes)."""
     payload = {
         "image_sha256": job.image_sha256,
-        "settings": asdict(job.settings),
+        "seed": job.seed,
+        "settings": _as_dict(job.settings),
         "scheduler": job.scheduler,
-        "model": {**asdict(recipe.model), "resolved_revision": revision},
+        "model": {**_as_dict(recipe.model), "resolved_revision": revision},
         "formats": sorted(recipe.formats),
         "output_format_version": OUTPUT_FORMAT_VERSION,
     }
     return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=1024)
+def _as_dict(frozen) -> dict:
+    # dataclasses.asdict is slow, and a recipe's jobs share few distinct settings (a plan of 1,000 jobs has to stay
+    # well under a second); callers only read the result.
+    return asdict(frozen)
 
 
 def with_cache_key(job: Job, recipe: Recipe, revision: str | None) -> Job:

@@ -437,6 +437,7 @@ def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _
     default_seeds = defaults.get("seeds", [0])
     items: list[Item] = []
     origin: dict[str, tuple] = {}
+    decoded: dict[Path, str | None] = {}  # image → its error, or None when it decodes
     for index, raw in enumerate(data.get("items") or []):
         if not isinstance(raw, dict):
             continue
@@ -477,12 +478,18 @@ def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _
                 continue
             origin[name] = named_at
             if check_images:
-                try:
-                    images.check_image(image)
-                except ImageError as exc:
-                    # The location already names the recipe line; show the path as the user wrote it.
-                    message = str(exc)
-                    out.add(where, rel + message[len(str(image)):] if message.startswith(str(image)) else message)
+                resolved_image = image.resolve()
+                if resolved_image not in decoded:  # items often share an image: decode each file once
+                    try:
+                        images.check_image(image)
+                        decoded[resolved_image] = None
+                    except ImageError as exc:
+                        # The location already names the recipe line; show the path as the user wrote it.
+                        message = str(exc)
+                        decoded[resolved_image] = (rel + message[len(str(image)):] if message.startswith(str(image))
+                                                   else message)
+                if decoded[resolved_image]:
+                    out.add(where, decoded[resolved_image])
                     continue
             items.append(Item(name=name, image=image.resolve(), image_display=rel,
                               presets=tuple(p for p in resolved if p is not None), seeds=seeds,

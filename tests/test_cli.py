@@ -140,3 +140,33 @@ def test_unavailable_model_is_one_sentence_exit_1(write_recipe):
 def test_python_dash_m_and_version():
     proc = run_cli("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("svdrender, version ")
+
+
+def test_every_builtin_preset_renders_through_the_cli(write_recipe, tmp_path):
+    from renderer import schedulers
+
+    names = sorted(schedulers.PRESETS)
+    path = write_recipe(TINY_RECIPE.replace("image: inputs/coffee.jpg",
+                                            f"image: inputs/coffee.jpg\n    presets: [{', '.join(names)}]"))
+    proc = run_cli(path, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"{len(names)} ok;")
+    classes = {load_json(tmp_path / "out" / "coffee" / name / "seed-0.json")["scheduler"]["class"] for name in names}
+    assert {"EulerDiscreteScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler",
+            "DPMPP2MScheduler"} <= classes
+
+
+def test_every_refused_scheduler_is_refused_by_validate(write_recipe):
+    from renderer import schedulers
+
+    refused = sorted(schedulers.REFUSED)
+    presets = "".join(f"  p{i}: {{scheduler: '{name}'}}\n" for i, name in enumerate(refused))
+    path = write_recipe(f"version: 1\npresets:\n{presets}items:\n  - image: inputs/coffee.jpg\n")
+    proc = run_cli("validate", path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == len(refused) + 1 and "Traceback" not in proc.stderr
+    for i, (name, line) in enumerate(zip(refused, lines)):
+        suggestion = schedulers.REFUSED[name].suggestion
+        assert line.startswith(f"{path}:{i + 3}:")
+        assert f"$.presets.p{i}.scheduler: " in line and f"use '{suggestion}' instead" in line, line

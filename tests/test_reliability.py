@@ -213,6 +213,7 @@ class StandInEngine:
 
     pipe = "loaded"
     loads = 1
+    performance: dict = {}
 
     def __init__(self, frames_for=None, info=None):
         self.frames_for = frames_for or (lambda job: np.full((4, 64, 64, 3), 100 + job.seed, np.uint8))
