@@ -61,8 +61,9 @@ article.job.status-interrupted { border: 2px dashed var(--warn); }
 .media video, .media img { width: 100%; height: 100%; object-fit: contain; display: block; }
 .media.empty { color: #ddd; font-weight: 600; letter-spacing: .05em; }
 .title { display: flex; justify-content: space-between; gap: 8px; align-items: baseline; }
+.title > div { min-width: 0; }  /* lets the one-line description shrink (ellipsis) instead of widening the card */
 .title small { display: block; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-.badge { font-size: 11px; font-weight: 700; padding: 1px 6px; border-radius: 10px; color: #fff; }
+.badge { flex-shrink: 0; font-size: 11px; font-weight: 700; padding: 1px 6px; border-radius: 10px; color: #fff; }
 .badge.ok { background: var(--ok); } .badge.failed { background: var(--bad); }
 .badge.interrupted { background: var(--warn); } .badge.other { background: var(--muted); }
 pre.error { margin: 0; padding: 6px; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px;

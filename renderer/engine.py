@@ -208,11 +208,9 @@ class Engine:
         scheduler, call_kwargs, generator = self._sampler(job)
         timings["prepare"] = time.perf_counter() - t0
 
-        total = [0]
-
         def step_end(pipe, i, t, kwargs):
             if on_step is not None:
-                on_step(i + 1, total[0] or len(pipe.scheduler.timesteps))
+                on_step(i + 1, len(pipe.scheduler.timesteps))
             return kwargs
 
         chunk = first_chunk = performance.effective_decode_chunk_size(self.speed, s.decode_chunk_size) or s.num_frames
