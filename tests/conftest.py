@@ -28,6 +28,20 @@ def _hermetic_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny tensors on one torch thread, restoring the setting afterwards.
+
+    With several threads torch spends more time synchronising than computing on tiny tensors (5-10× slower on a
+    busy 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def cli_env(**extra) -> dict:
     env = dict(os.environ)
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})

@@ -16,16 +16,17 @@ import importlib.util
 import pathlib
 import sys
 
+import diffusers
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+from renderer import schedulers
+from renderer.tiny import SVD_SCHEDULER_CONFIG
 
-from renderer import schedulers  # noqa: E402
-from renderer.tiny import SVD_SCHEDULER_CONFIG  # noqa: E402
-
-# diffusers' integer-timestep schedulers (the refused ones) warn about numpy 2's __array__ protocol on every step.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+# diffusers' integer-timestep schedulers (the refused ones) warn about numpy 2's __array__ protocol on every step;
+# the sampler runs tiny tensors, fastest on one torch thread.
+pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 
 def _load_bench_module():
@@ -41,16 +42,6 @@ def _load_bench_module():
 
 
 accuracy = _load_bench_module()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # These tensors are tiny: with several threads torch spends more time synchronising than computing (5-10× slower
-    # on a busy 2-core machine). Restored afterwards so other modules keep their setting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tolerance(unet_calls: int) -> float:

@@ -29,8 +29,10 @@ from renderer.schedulers import (
 )
 from renderer.tiny import SVD_SCHEDULER_CONFIG
 
-# diffusers' Euler warns about numpy 2's __array__ protocol when it computes σ from its betas.
-pytestmark = pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")
+# diffusers' Euler warns about numpy 2's __array__ protocol when it computes σ from its betas; the scheduler tests
+# run tiny tensors, fastest on one torch thread.
+pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 # --- torch-free parts ---------------------------------------------------------------------------------------------
 
@@ -229,18 +231,8 @@ def test_presets_table_lists_presets_and_refusals():
 
 # --- building real diffusers schedulers ---------------------------------------------------------------------------
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # These tensors are tiny: with several threads torch spends more time synchronising than computing (5-10× slower
-    # on a busy 2-core machine). Restored afterwards so other modules keep their setting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+import diffusers  # noqa: E402  (here, below the torch-free tests, which check what importing renderer loads)
+import torch  # noqa: E402
 
 
 def test_scheduler_class_table_matches_diffusers():
