@@ -185,7 +185,7 @@ def memory_profile(device_name: str, total_vram_gib: float) -> str:
 
 def ffmpeg_check(formats: tuple[str, ...] = ("mp4",)) -> Check:
     """The ffmpeg imageio-ffmpeg ships runs and has the encoders the output formats need."""
-    from .outputs import _FFMPEG as ENCODERS  # format → (codec, pixel format, arguments): the writers' own table
+    from .outputs import ENCODERS  # format → (codec, pixel format, arguments): the writers' own table
 
     try:
         import imageio_ffmpeg

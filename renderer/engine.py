@@ -21,7 +21,7 @@ import torch
 
 from . import images, performance, schedulers
 from .errors import JobError, ModelUnavailableError
-from .plan import Job
+from .plan import Job, model_revision
 from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec
 
 if not os.environ.get("SVDRENDER_DEBUG"):
@@ -92,16 +92,6 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _resolved_hub_revision(repo_id: str, revision: str) -> str:
-    """The commit a hub revision resolved to, read from the local cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, "model_index.json", revision=revision)
-    if isinstance(found, str):
-        return Path(found).parent.name
-    return revision
-
-
 def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | None = None):
     """Load the pipeline a ModelSpec names (in `dtype` when given); raise ModelUnavailableError with one sentence."""
     start = time.perf_counter()
@@ -141,7 +131,7 @@ def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | No
         except Exception as exc:  # hub/IO errors come in many classes; the user needs one sentence
             raise ModelUnavailableError(_unavailable_message(model, source, resolved, exc)) from None
         if resolved != "local":
-            resolved = _resolved_hub_revision(model.id, model.revision)
+            resolved = model_revision(model, base_dir) or model.revision  # the commit, now that it is cached
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     info = LoadedModel(id=model.id, source=source, requested_revision=model.revision, resolved_revision=resolved,
@@ -242,7 +232,7 @@ class Engine:
                     # the pipeline runs for output_type="pt".
                     video = self.pipe.decode_latents(latents, s.num_frames, chunk)
                     video = self.pipe.video_processor.postprocess_video(video=video, output_type="pt")[0]
-                    frames = (video * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                    frames = performance.frames_to_uint8(video)
                     self._sync()
                 break
             except _OUT_OF_MEMORY as exc:

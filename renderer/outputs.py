@@ -27,7 +27,7 @@ SIDECAR_KIND = "svdrender.job"
 
 # (ffmpeg codec, output pixel format, extra output arguments). Formats are forced with -f because temporary
 # names have no meaningful extension.
-_FFMPEG = {
+ENCODERS = {
     "mp4": ("libx264", "yuv420p", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart", "-f", "mp4"]),
     "webm": ("libvpx-vp9", "yuv420p", ["-crf", "32", "-b:v", "0", "-row-mt", "1", "-f", "webm"]),
     "gif": ("gif", "pal8", ["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
@@ -97,7 +97,7 @@ def encode_video(frames: np.ndarray, final: Path, fmt: str, fps: int) -> None:
     raises JobError with ffmpeg's own reason and leaves nothing behind."""
     import imageio_ffmpeg
 
-    codec, pix_fmt, params = _FFMPEG[fmt]
+    codec, pix_fmt, params = ENCODERS[fmt]
     height, width = frames.shape[1:3]
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)

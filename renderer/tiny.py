@@ -32,8 +32,32 @@ TINY_NUM_FRAMES = 8
 TINY_VAE_SCALE = 4  # three VAE blocks → two downsamplings
 
 
-def build_tiny_pipeline():
-    """Build the tiny SVD pipeline; the same weights on every machine (seeded CPU init)."""
+# The tiny architecture: real SVD block types at toy widths; cross-attention only on the lower-resolution level so a
+# CPU job takes about a second.
+_TINY_UNET = dict(
+    sample_size=16, in_channels=8, out_channels=4,
+    down_block_types=("DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"),
+    up_block_types=("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"),
+    block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, num_attention_heads=(2, 4),
+    transformer_layers_per_block=1, projection_class_embeddings_input_dim=3 * 32, addition_time_embed_dim=32,
+    num_frames=TINY_NUM_FRAMES,
+)
+_TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
+                 block_out_channels=(32, 32, 32), latent_channels=4, layers_per_block=1, sample_size=32)
+# The pipeline resizes the conditioning image to 224×224 itself, so even the tiny encoder must accept 224.
+_TINY_CLIP = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, patch_size=28,
+                  image_size=224, projection_dim=32)
+
+# SVD-XT's own architecture (../shared/SVD_FACTS.md): the UNet's defaults are SVD's.
+_XT_UNET = dict(num_frames=25)
+_XT_VAE = dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
+               latent_channels=4, layers_per_block=2, sample_size=768, scaling_factor=0.18215)
+_XT_CLIP = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32, patch_size=14,
+                image_size=224, projection_dim=1024, hidden_act="gelu")
+
+
+def _build(device: str, unet: dict, vae: dict, clip: dict):
+    """A StableVideoDiffusionPipeline of the real classes with these shapes and seeded weights, built on `device`."""
     import torch
     from diffusers import (
         AutoencoderKLTemporalDecoder,
@@ -48,102 +72,34 @@ def build_tiny_pipeline():
     except ImportError:
         from transformers import CLIPImageProcessor
 
+    device = torch.device(device)
     # Random init draws from the global RNG; fork it so building the model never disturbs the caller's RNG state.
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
         torch.manual_seed(TINY_SEED)
-        unet = UNetSpatioTemporalConditionModel(
-            sample_size=16,
-            in_channels=8,
-            out_channels=4,
-            down_block_types=("DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"),
-            up_block_types=("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"),
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            cross_attention_dim=32,
-            num_attention_heads=(2, 4),
-            transformer_layers_per_block=1,
-            projection_class_embeddings_input_dim=3 * 32,
-            addition_time_embed_dim=32,
-            num_frames=TINY_NUM_FRAMES,
-        )
+        unet_model = UNetSpatioTemporalConditionModel(**unet)
         torch.manual_seed(TINY_SEED + 1)
-        vae = AutoencoderKLTemporalDecoder(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 3,
-            block_out_channels=(32, 32, 32),
-            latent_channels=4,
-            layers_per_block=1,
-            sample_size=32,
-        )
+        vae_model = AutoencoderKLTemporalDecoder(**vae)
         torch.manual_seed(TINY_SEED + 2)
-        # The pipeline resizes the conditioning image to 224×224 itself, so the encoder must accept 224.
-        image_encoder = CLIPVisionModelWithProjection(
-            CLIPVisionConfig(
-                hidden_size=32,
-                intermediate_size=37,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                patch_size=28,
-                image_size=224,
-                projection_dim=32,
-            )
-        )
-    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
-    scheduler = EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG)
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip))
     pipe = StableVideoDiffusionPipeline(
-        vae=vae,
+        vae=vae_model,
         image_encoder=image_encoder,
-        unet=unet,
-        scheduler=scheduler,
-        feature_extractor=feature_extractor,
+        unet=unet_model,
+        scheduler=EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG),
+        feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}),
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
+def build_tiny_pipeline():
+    """Build the tiny SVD pipeline; the same weights on every machine (seeded CPU init)."""
+    return _build("cpu", _TINY_UNET, _TINY_VAE, _TINY_CLIP)
+
+
 def build_svd_xt_random(device: str = "cuda", dtype=None):
     """The full-size SVD-XT pipeline with seeded random weights, initialised directly on `device` (fast on a GPU)."""
-    import torch
-    from diffusers import (
-        AutoencoderKLTemporalDecoder,
-        EulerDiscreteScheduler,
-        StableVideoDiffusionPipeline,
-        UNetSpatioTemporalConditionModel,
-    )
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    try:
-        from transformers import CLIPImageProcessorPil as CLIPImageProcessor
-    except ImportError:
-        from transformers import CLIPImageProcessor
-
-    device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
-        torch.manual_seed(TINY_SEED)
-        unet = UNetSpatioTemporalConditionModel(num_frames=25)
-        torch.manual_seed(TINY_SEED + 1)
-        vae = AutoencoderKLTemporalDecoder(
-            block_out_channels=[128, 256, 512, 512],
-            down_block_types=["DownEncoderBlock2D"] * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=768,
-            scaling_factor=0.18215,
-        )
-        torch.manual_seed(TINY_SEED + 2)
-        image_encoder = CLIPVisionModelWithProjection(
-            CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32,
-                             patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu")
-        )
-    pipe = StableVideoDiffusionPipeline(
-        vae=vae,
-        image_encoder=image_encoder,
-        unet=unet,
-        scheduler=EulerDiscreteScheduler.from_config(SVD_SCHEDULER_CONFIG),
-        feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}),
-    )
+    pipe = _build(device, _XT_UNET, _XT_VAE, _XT_CLIP)
     if dtype is not None:
         pipe.to(dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
     return pipe
