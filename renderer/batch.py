@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import platform
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -193,6 +195,7 @@ class Progress:
         self.tty = (sys.stderr.isatty() or in_notebook()) and not quiet
         self.total = total
         self.done = 0
+        self.lock = threading.Lock()  # finish() is also called from the writer thread
         self.jobs_bar = self.steps_bar = None
         if self.tty:
             from tqdm.auto import tqdm
@@ -212,16 +215,17 @@ class Progress:
             self.steps_bar.refresh()
 
     def finish(self, result: JobResult) -> None:
-        self.done += 1
-        line = f"[{self.done}/{self.total}] {result.job.id} {result.status}"
-        if result.detail:
-            line += f" ({result.detail})"
-        if self.jobs_bar is not None:
-            self.jobs_bar.update(1)
-            if result.status not in ("ok", "skipped"):
-                self.jobs_bar.write(line, file=sys.stderr)
-        elif not self.quiet or result.status in ("failed", "interrupted"):
-            print(line, file=sys.stderr, flush=True)
+        with self.lock:
+            self.done += 1
+            line = f"[{self.done}/{self.total}] {result.job.id} {result.status}"
+            if result.detail:
+                line += f" ({result.detail})"
+            if self.jobs_bar is not None:
+                self.jobs_bar.update(1)
+                if result.status not in ("ok", "skipped"):
+                    self.jobs_bar.write(line, file=sys.stderr)
+            elif not self.quiet or result.status in ("failed", "interrupted"):
+                print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         for bar in (self.steps_bar, self.jobs_bar):
@@ -296,6 +300,9 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
         plan = recheck(plan)  # a run that held the lock before us may have finished some jobs since we planned
         todo = [j for j in plan.jobs if j.skip_reason is None]
         progress = Progress(len(plan.jobs), quiet)
+        # Encoding and writing a job's files overlaps the next job's rendering; see _run_job.
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svdrender-writer")
+        pending: list[JobResult | Future] = []
         try:
             guard.arm()
             for job in plan.jobs:
@@ -309,25 +316,30 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
                 engine = Engine(plan.recipe.model, device=device, base_dir=plan.recipe.path.parent,
                                 performance={**dict(plan.recipe.performance), **(performance or {})},
                                 num_jobs=len(todo))
-            failures = 0
             for job in todo:
                 progress.start(job)
-                result = _run_job(job, plan, engine, progress, guard)
-                results.append(result)
-                progress.finish(result)
-                if result.status == "interrupted" or guard.received is not None:
+                outcome = _run_job(job, plan, engine, progress, guard, writer)
+                pending.append(outcome)
+                if isinstance(outcome, Future):
+                    outcome.add_done_callback(lambda done: progress.finish(done.result()))
+                    _limit_unwritten(pending)
+                else:
+                    progress.finish(outcome)
+                if _status(outcome) == "interrupted" or guard.received is not None:
                     exit_code = EXIT_SIGINT  # a plain KeyboardInterrupt; the guard's own signal overrides it below
                     break
-                if result.status == "failed":
-                    failures += 1
-                    if fail_fast or (max_failures is not None and failures >= max_failures):
-                        break
+                failures = sum(_status(o) == "failed" for o in pending)
+                if failures and (fail_fast or (max_failures is not None and failures >= max_failures)):
+                    break
         except KeyboardInterrupt:
             exit_code = EXIT_SIGINT
         except Interrupted:
             pass  # the guard knows which signal; cleanup below must not be cut by another one
         finally:
             guard.armed = False
+            # Every rendered job's files and sidecar are written before the sweep and the manifest.
+            writer.shutdown(wait=True)
+            results.extend(o.result() if isinstance(o, Future) else o for o in pending)
             exit_code = guard.exit_code or exit_code
             progress.close()
             manifest = None
@@ -344,8 +356,14 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
     return RunResult(results, exit_code, manifest, engine.loads if engine is not None else 0)
 
 
-def _run_job(job: Job, plan: Plan, engine, progress: Progress, guard: SignalGuard) -> JobResult:
-    """Render and write one job; any failure of its own is recorded in its sidecar and returned, never raised."""
+def _run_job(job: Job, plan: Plan, engine, progress: Progress, guard: SignalGuard,
+             writer: ThreadPoolExecutor) -> JobResult | Future:
+    """Render one job here; hand its frames to `writer`, whose Future gives the JobResult once files and sidecar are
+    written. A failure or interruption while rendering is recorded in the job's sidecar and returned, never raised.
+
+    Writing runs on the writer thread so that the mp4 encode overlaps the next job's rendering. Signals only ever
+    interrupt the main thread, so a write that has started always finishes (sidecar last), and run_plan waits for it.
+    """
     started = time.time()
     t0 = time.perf_counter()
     load_seconds = 0.0
@@ -365,15 +383,7 @@ def _run_job(job: Job, plan: Plan, engine, progress: Progress, guard: SignalGuar
         _check_frames(rendered.frames)
         if image_sha256(job.image) != job.image_sha256:
             raise JobError(f"{job.image_display}: the input image changed while the batch ran; rerun to render it")
-        t1 = time.perf_counter()
-        files = write_outputs(rendered.frames, job.outputs, job.settings.fps, root=root)
-        timings = {"load": load_seconds, **rendered.timings, "encode": round(time.perf_counter() - t1, 3),
-                   "total": round(time.perf_counter() - t0, 3)}
-        record = _sidecar(job, plan, "ok", engine=engine, rendered=rendered, files=files, timings=timings,
-                          started=started)
-        with guard.held():
-            write_sidecar(job.sidecar, record, root=root)
-        return JobResult(job, "ok", f"{timings['total']:.1f}s", record)
+        return writer.submit(_write_job, job, plan, engine, rendered, started, t0, load_seconds)
     except (KeyboardInterrupt, Interrupted) as exc:
         status_error = "interrupted by " + (exc.args[0] if isinstance(exc, Interrupted) else "SIGINT")
         record = _sidecar(job, plan, "interrupted", engine=engine, error=status_error, started=started)
@@ -384,19 +394,63 @@ def _run_job(job: Job, plan: Plan, engine, progress: Progress, guard: SignalGuar
             raise  # the model itself cannot load: every job would fail the same way
         error = str(exc)
     except Exception as exc:  # one broken job must not end a nightly batch; its traceback goes to the sidecar
-        error = f"{type(exc).__name__}: {exc}"
-        if os.environ.get("SVDRENDER_DEBUG"):
-            traceback.print_exc()
+        error = _describe(exc)
+    return _failed(job, plan, engine, error, started, t0, guard)
+
+
+def _write_job(job: Job, plan: Plan, engine, rendered, started: float, t0: float, load_seconds: float) -> JobResult:
+    """Encode and write a rendered job's files, then its sidecar (on the writer thread)."""
+    root = plan.recipe.output_dir
+    try:
+        t1 = time.perf_counter()
+        files = write_outputs(rendered.frames, job.outputs, job.settings.fps, root=root)
+        timings = {"load": load_seconds, **rendered.timings, "encode": round(time.perf_counter() - t1, 3),
+                   "total": round(time.perf_counter() - t0, 3)}
+        record = _sidecar(job, plan, "ok", engine=engine, rendered=rendered, files=files, timings=timings,
+                          started=started)
+        write_sidecar(job.sidecar, record, root=root)
+        return JobResult(job, "ok", f"{timings['total']:.1f}s", record)
+    except Exception as exc:  # an encoder error or a full disk fails this job only
+        return _failed(job, plan, engine, _describe(exc), started, t0)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, SvdrenderError):
+        return str(exc)
+    if os.environ.get("SVDRENDER_DEBUG"):
+        traceback.print_exc()
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _failed(job: Job, plan: Plan, engine, error: str, started: float, t0: float,
+            guard: SignalGuard | None = None) -> JobResult:
     record = _sidecar(job, plan, "failed", engine=engine, error=error, started=started,
                       timings={"total": round(time.perf_counter() - t0, 3)})
-    _record_unfinished(job, record, root, guard)
+    _record_unfinished(job, record, plan.recipe.output_dir, guard)
     return JobResult(job, "failed", error, record)
 
 
-def _record_unfinished(job: Job, record: dict[str, Any], root: Path, guard: SignalGuard) -> None:
-    """Write a failed or interrupted job's sidecar if at all possible; without it the job simply renders again."""
+def _status(outcome: JobResult | Future) -> str | None:
+    """A job's status, or None while its files are still being written."""
+    if isinstance(outcome, JobResult):
+        return outcome.status
+    return outcome.result().status if outcome.done() else None
+
+
+def _limit_unwritten(pending: list) -> None:
+    """Wait while more than one rendered job waits for the writer: each holds its frames in memory."""
+    unwritten = [o for o in pending if isinstance(o, Future) and not o.done()]
+    if len(unwritten) > 1:
+        unwritten[0].result()
+
+
+def _record_unfinished(job: Job, record: dict[str, Any], root: Path, guard: SignalGuard | None) -> None:
+    """Write a failed or interrupted job's sidecar if at all possible; without it the job simply renders again.
+
+    On the main thread (`guard` given) a signal waits until the sidecar is written; the writer thread has none.
+    """
     try:
-        with guard.held():
+        with guard.held() if guard is not None else contextlib.nullcontext():
             write_sidecar(job.sidecar, record, root=root)
     except (OSError, SvdrenderError):
         pass  # a full disk, or the path that made the job fail; the run's summary still reports the job

@@ -323,6 +323,27 @@ def test_failed_jobs_are_recorded_and_the_batch_goes_on(write_recipe, tmp_path):
     assert temporaries(tmp_path / "out") == []
 
 
+def test_encoding_overlaps_the_next_render_and_every_write_finishes(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1, 2]))
+    folder = tmp_path / "out" / "coffee" / "euler"
+    seen_when_rendering = {}
+
+    def frames_for(job):
+        # The previous job's mp4 is still being encoded (ffmpeg runs for tens of milliseconds) when this one starts:
+        # its sidecar, written last, is not there yet.
+        seen_when_rendering[job.seed] = sorted(p.name for p in folder.glob("seed-*.json")) if folder.exists() else []
+        return np.full((4, 64, 64, 3), 100 + job.seed, np.uint8)
+
+    run = render_in_process(path, StandInEngine(frames_for))
+    assert [r.status for r in run.results] == ["ok"] * 3
+    assert seen_when_rendering == {0: [], 1: [], 2: ["seed-0.json"]}
+    for seed in range(3):
+        sidecar = load_json(folder / f"seed-{seed}.json")
+        assert sidecar["status"] == "ok" and sidecar["timings"]["encode"] > 0
+        assert frame_count(folder / f"seed-{seed}.mp4") == 4
+    assert load_json(tmp_path / "out" / "manifest.json")["counts"] == {"ok": 3}
+
+
 def test_fail_fast_and_max_failures_stop_the_batch(write_recipe):
     path = write_recipe(tiny([0, 1, 2]))
     black = StandInEngine(lambda job: np.zeros((4, 64, 64, 3), np.uint8))
