@@ -274,11 +274,13 @@ class Engine:
     def _save_memory(self, failed_in: str) -> bool:
         """Enable the next memory saver for the phase that ran out of memory; False when none is left.
 
-        Forward chunking runs the UNet's feed-forward layers in slices (denoise only); model CPU offload keeps only
-        the running model on the GPU (needs a GPU to offload from). Both stay on for later jobs.
+        Forward chunking runs the UNet's feed-forward layers on slices of rows (denoise only); model CPU offload
+        keeps only the running model on the GPU (needs a GPU to offload from). Both stay on for later jobs.
         """
         if failed_in == "denoise" and "forward_chunking" not in self.memory_savers:
-            self.pipe.unet.enable_forward_chunking()
+            # svdrender's row chunking, not diffusers' enable_forward_chunking: with CPU offload (the next saver)
+            # diffusers' frame-axis slices ran 6x slower per step (docs/performance.md).
+            performance.chunk_feed_forwards(self.pipe.unet)
             self.memory_savers.append("forward_chunking")
             return True
         if "cpu_offload" not in self.memory_savers and torch.device(self.device).type == "cuda":

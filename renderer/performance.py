@@ -14,7 +14,7 @@ The engine's side of the contract:
             latents = pipe(..., decode_chunk_size=chunk, output_type="latent").frames
             video = pipe.decode_latents(latents, num_frames, chunk)     # compiled decoder when settings.compile_vae
         frames = frames_to_uint8(postprocessed video)                   # on the GPU
-        hand frames to a background writer when settings.background_encode, so encoding overlaps the next job
+    (renderer.batch encodes each job's files on a writer thread while the next job renders.)
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ CPU_OFFLOAD_MODES = ("none", "model", "sequential")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 
 # Full-size SVD-XT peaks at 15.1 GiB allocated plain and 10.0 GiB compiled (18.2 GiB reserved); below this much VRAM
-# `auto` takes the offloading `low` profile (7.5 GiB allocated) instead.
+# `auto` takes the offloading `low` profile (5.6 GiB allocated, 6.8 GiB reserved) instead.
 FAST_MIN_VRAM_GIB = 20.0
-# A cold compile costs ~180 s and a warm one (persistent cache) ~22 s, against ~6.7 s saved per video: with fewer
+# A cold compile costs ~290 s and a warm one (persistent cache) ~22 s, against ~6.6 s saved per video: with fewer
 # jobs than this, `auto` does not compile.
 COMPILE_MIN_JOBS = 4
-# Decoding 8 frames at a time peaks at 11.0 GiB even with offloading; 2 keeps `low` at 7.5 GiB. The temporal decoder
-# mixes frames within a chunk, so this changes the frames (docs/performance.md).
-LOW_DECODE_CHUNK_SIZE = 2
+# Decoding 8 frames at a time peaks at 11.0 GiB even with offloading; 4 keeps `low` at 6.8 GiB reserved (2: 6.1 GiB,
+# and slower). The temporal decoder mixes frames within a chunk, so this changes the frames (docs/performance.md).
+LOW_DECODE_CHUNK_SIZE = 4
 # The widest intermediate a chunked feed-forward may allocate (GEGLU's projection output).
 FEED_FORWARD_CHUNK_BYTES = 128 << 20
 
@@ -63,12 +63,13 @@ class PerformanceSettings:
     fuse_qkv: bool = False
     cross_attention_shortcut: bool = False
     temporal_conv_as_2d: bool = False
+    channel_stats_group_norm: bool = False
+    efficient_temporal_attention: bool = False
     allow_tf32: bool = False
     decode_chunk_size: int | None = None
     cpu_offload: str = "none"
     forward_chunking: bool = False
-    gpu_postprocess: bool = False
-    background_encode: bool = False
+    unet_one_sample_at_a_time: bool = False
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -111,20 +112,18 @@ def profile_settings(
             dtype="float16",
             cpu_offload="model",
             forward_chunking=True,
+            unet_one_sample_at_a_time=True,
             cross_attention_shortcut=True,
             decode_chunk_size=LOW_DECODE_CHUNK_SIZE,
-            gpu_postprocess=True,
-            background_encode=True,
         )
     # Left out on purpose (docs/performance.md has the numbers): a forced SDPA backend (torch already picks cuDNN's
     # attention on Hopper), channels_last (slower eager; inductor picks layouts itself) and fused QKV (no gain).
-    # temporal_conv_as_2d is 2% slower in eager, so only the compiled profile, measured with it, uses it.
+    # temporal_conv_as_2d and the per-channel GroupNorm pay off compiled only (2% and 10% slower in eager); the
+    # temporal attention kernel changes rounding, and `balanced` keeps frames bit-identical to plain diffusers.
     balanced = PerformanceSettings(
         profile="balanced",
         dtype="float16",
         cross_attention_shortcut=True,
-        gpu_postprocess=True,
-        background_encode=True,
     )
     if profile == "balanced":
         return balanced
@@ -132,6 +131,8 @@ def profile_settings(
         balanced,
         profile="fast",
         temporal_conv_as_2d=True,
+        channel_stats_group_norm=True,
+        efficient_temporal_attention=True,
         compile=True,
         compile_vae=True,
         compile_cache_dir=default_compile_cache_dir(),
@@ -219,9 +220,17 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
         did(f"single-token cross-attention shortcut in {n} layers")
     if settings.temporal_conv_as_2d and (n := temporal_convs_as_2d(pipe.unet) + temporal_convs_as_2d(pipe.vae)):
         did(f"{n} temporal (k,1,1) Conv3d run as Conv2d")
+    if settings.channel_stats_group_norm and (
+        n := channel_stats_group_norms(pipe.unet) + channel_stats_group_norms(pipe.vae.decoder)
+    ):
+        did(f"{n} GroupNorms computed from per-channel statistics")
+    if settings.efficient_temporal_attention and (n := efficient_temporal_attention(pipe.unet)):
+        did(f"memory-efficient SDPA kernel for {n} temporal self-attention layers")
     # Convolutions run in NHWC on tensor cores; NCHW costs a transpose around each one.
     if settings.channels_last and (n := channels_last_convolutions(pipe.unet) + channels_last_convolutions(pipe.vae)):
         did(f"channels_last weights for {n} 2-d convolutions in unet and vae")
+    if settings.unet_one_sample_at_a_time and one_sample_at_a_time(pipe.unet):
+        did("unet runs the CFG pair one sample at a time")
     if settings.forward_chunking and (n := chunk_feed_forwards(pipe.unet)):
         did(f"{n} unet feed-forwards chunked by rows (intermediates <= {FEED_FORWARD_CHUNK_BYTES >> 20} MiB)")
 
@@ -357,6 +366,95 @@ class TemporalConvAs2d(torch.nn.Module):
         return y.reshape(b, y.shape[1], f, h, w)
 
 
+class ChannelStatsGroupNorm(torch.nn.Module):
+    """GroupNorm from per-channel mean and variance, combined per group: the same function, in other reductions.
+
+    SVD's temporal blocks normalise [B, C, F, H, W] tensors with B = 2 (the CFG pair): 64 groups of 2.3 M values
+    each, which Inductor's fused group-norm reduction runs on 64 thread blocks at a few percent of memory bandwidth
+    (1.8 ms a call on an H200, docs/performance.md). Per-channel statistics are a reduction over the non-channel
+    dimensions, which Inductor splits across the whole GPU; the group statistics follow exactly from them
+    (equal counts per channel: var_g = mean(var_c) + mean((mean_c - mean_g)^2)). Welford in float32 throughout, as
+    the native kernel, so the output differs from it only by rounding.
+    """
+
+    def __init__(self, norm: torch.nn.GroupNorm):
+        super().__init__()
+        self.num_groups, self.num_channels, self.eps = norm.num_groups, norm.num_channels, norm.eps
+        self.weight, self.bias = norm.weight, norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, g = x.shape[0], x.shape[1], self.num_groups
+        var_c, mean_c = torch.var_mean(x.float(), dim=tuple(range(2, x.dim())), correction=0)
+        var_c, mean_c = var_c.view(b, g, c // g), mean_c.view(b, g, c // g)
+        mean_g = mean_c.mean(-1, keepdim=True)
+        var_g = var_c.mean(-1, keepdim=True) + (mean_c - mean_g).square().mean(-1, keepdim=True)
+        scale = torch.rsqrt(var_g + self.eps).expand(b, g, c // g).reshape(b, c)
+        if self.weight is not None:
+            scale = scale * self.weight.float()
+        shift = -mean_g.expand(b, g, c // g).reshape(b, c) * scale
+        if self.bias is not None:
+            shift = shift + self.bias.float()
+        shape = (b, c) + (1,) * (x.dim() - 2)
+        return (x.float() * scale.view(shape) + shift.view(shape)).to(x.dtype)
+
+
+def channel_stats_group_norms(module: torch.nn.Module) -> int:
+    """Replace every torch.nn.GroupNorm under `module` with ChannelStatsGroupNorm; returns how many."""
+    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+               if type(child) is torch.nn.GroupNorm]
+    for parent, name, child in targets:
+        setattr(parent, name, ChannelStatsGroupNorm(child))
+    return len(targets)
+
+
+class EfficientShortAttnProcessor:
+    """Self-attention through PyTorch's memory-efficient SDPA kernel, for SVD's temporal layers (25-token sequences).
+
+    torch picks cuDNN's flash kernel for every SDPA call on Hopper; on sequences of 25 frames it runs at 9 TFLOP/s
+    against 14 for the memory-efficient kernel (15 ms against 9 ms of each step, docs/performance.md). The kernels
+    compute the same softmax attention; outputs differ by rounding. Anything but plain CUDA self-attention goes to
+    `fallback`.
+    """
+
+    def __init__(self, fallback):
+        self.fallback = fallback
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kw):
+        if (
+            encoder_hidden_states is not None
+            or attention_mask is not None
+            or hidden_states.ndim != 3
+            or not hidden_states.is_cuda
+            or attn.spatial_norm is not None
+            or attn.group_norm is not None
+            or attn.norm_q is not None
+            or attn.norm_k is not None
+        ):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kw)
+        b, n, _ = hidden_states.shape
+        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        d = k.shape[-1] // attn.heads
+        q, k, v = (t.view(b, n, attn.heads, d).transpose(1, 2) for t in (q, k, v))
+        out = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False)[0]
+        out = attn.to_out[1](attn.to_out[0](out.transpose(1, 2).reshape(b, n, attn.heads * d)))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+def efficient_temporal_attention(unet: torch.nn.Module) -> int:
+    """Route the self-attention of every TemporalBasicTransformerBlock through EfficientShortAttnProcessor."""
+    from diffusers.models.attention import TemporalBasicTransformerBlock
+
+    count = 0
+    for block in unet.modules():
+        if isinstance(block, TemporalBasicTransformerBlock) and not isinstance(block.attn1.processor,
+                                                                               EfficientShortAttnProcessor):
+            block.attn1.set_processor(EfficientShortAttnProcessor(block.attn1.processor))
+            count += 1
+    return count
+
+
 class RowChunkedFeedForward(torch.nn.Module):
     """A per-token feed-forward run on at most `rows` tokens at a time, into one preallocated output.
 
@@ -394,6 +492,37 @@ def chunk_feed_forwards(module: torch.nn.Module, max_bytes: int = FEED_FORWARD_C
         itemsize = next(ff.parameters()).element_size()
         setattr(parent, name, RowChunkedFeedForward(ff, max(1, max_bytes // (widest * itemsize))))
     return len(targets)
+
+
+def one_sample_at_a_time(unet: torch.nn.Module) -> bool:
+    """Make `unet` run a batch one sample at a time and concatenate the outputs; False if it already does.
+
+    Exact: in SVD's UNet no layer mixes batch samples (the temporal layers mix the frames of one sample), so the CFG
+    pair gives the same output separately, with half the activation memory. Patched on the instance, before
+    offload hooks wrap it.
+    """
+    if getattr(unet, "_svdrender_one_sample_at_a_time", False):
+        return False
+    forward = unet.forward
+
+    def sample_by_sample(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=True):
+        if sample.shape[0] == 1:
+            return forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=return_dict)
+        per_sample = torch.is_tensor(timestep) and timestep.ndim > 0 and timestep.numel() > 1
+        out = torch.cat([
+            forward(sample[i : i + 1], timestep[i : i + 1] if per_sample else timestep,
+                    encoder_hidden_states[i : i + 1], added_time_ids[i : i + 1], return_dict=False)[0]
+            for i in range(sample.shape[0])
+        ])
+        if return_dict:
+            from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionOutput
+
+            return UNetSpatioTemporalConditionOutput(sample=out)
+        return (out,)
+
+    unet.forward = sample_by_sample
+    unet._svdrender_one_sample_at_a_time = True
+    return True
 
 
 def _is_temporal_conv(m: torch.nn.Module) -> bool:

@@ -1,0 +1,103 @@
+"""Performance rewrites change how SVD's layers compute, never what: each is checked against the layer it replaces
+on the CPU (the GPU-only kernels fall back to the original code there). Their speed is measured by the benchmarks
+in benchmarks/, never here."""
+
+import pytest
+import torch
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from renderer import performance
+from renderer.errors import UsageError
+from renderer.tiny import build_tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return build_tiny_pipeline().unet
+
+
+def unet_inputs(batch: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, 8, 8, 16, 16, generator=g), torch.tensor(1.2),
+            torch.randn(batch, 1, 32, generator=g), torch.randn(batch, 3, generator=g))
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 5, 7), (2, 64, 4, 3, 5)], ids=["spatial", "temporal"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_channel_stats_group_norm_is_group_norm(shape, affine):
+    torch.manual_seed(0)
+    norm = torch.nn.GroupNorm(16, 64, eps=1e-6, affine=affine)
+    if affine:
+        torch.nn.init.normal_(norm.weight)
+        torch.nn.init.normal_(norm.bias)
+    # A large common offset: group statistics combined from per-channel ones must not cancel catastrophically.
+    x = torch.randn(shape) * 3 + 50 + torch.randn(1, 64, *[1] * (len(shape) - 2))
+    fast = performance.ChannelStatsGroupNorm(norm)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), norm(x), rtol=1e-4, atol=1e-4)
+        half = x.to(torch.bfloat16)
+        assert fast.to(torch.bfloat16)(half).dtype == torch.bfloat16
+
+
+def test_rewrites_of_the_fast_profile_keep_the_unet_output(unet):
+    inputs = unet_inputs(2)
+    with torch.no_grad():
+        reference = unet(*inputs, return_dict=False)[0]
+        assert performance.channel_stats_group_norms(unet) == 37
+        assert performance.efficient_temporal_attention(unet) == 4  # falls back to SDPA off CUDA
+        assert performance.single_token_cross_attention(unet) > 0
+        assert performance.temporal_convs_as_2d(unet) > 0
+        rewritten = unet(*inputs, return_dict=False)[0]
+        # Applying twice changes nothing more.
+        assert (performance.channel_stats_group_norms(unet), performance.efficient_temporal_attention(unet)) == (0, 0)
+    torch.testing.assert_close(rewritten, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_efficient_attention_processor_falls_back_off_cuda():
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(32, heads=4, dim_head=8)
+    x = torch.randn(6, 25, 32)
+    with torch.no_grad():
+        reference = attn(x)
+        attn.set_processor(performance.EfficientShortAttnProcessor(AttnProcessor2_0()))
+        assert torch.equal(attn(x), reference)
+
+
+def test_one_sample_at_a_time_gives_the_batch_output(unet):
+    inputs = unet_inputs(2, seed=1)
+    with torch.no_grad():
+        reference = unet(*inputs, return_dict=False)[0]
+        assert performance.one_sample_at_a_time(unet)
+        assert not performance.one_sample_at_a_time(unet)
+        sample, t, emb, ids = inputs
+        tupled = unet(sample, t, encoder_hidden_states=emb, added_time_ids=ids, return_dict=False)[0]
+        per_sample_t = unet(sample, t.repeat(2), encoder_hidden_states=emb, added_time_ids=ids).sample
+    torch.testing.assert_close(tupled, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(per_sample_t, reference, rtol=1e-5, atol=1e-5)
+    del unet.forward  # back to the class's forward for the other tests
+    unet._svdrender_one_sample_at_a_time = False
+
+
+def test_profiles_on_a_gpu_and_on_a_cpu():
+    fast = performance.profile_settings("fast", "NVIDIA H200", 139.8)
+    assert (fast.compile, fast.compile_vae, fast.channel_stats_group_norm, fast.efficient_temporal_attention) == \
+        (True, True, True, True)
+    low = performance.profile_settings("low", "NVIDIA H200", 139.8)
+    assert (low.cpu_offload, low.unet_one_sample_at_a_time, low.decode_chunk_size, low.compile) == \
+        ("model", True, 4, False)
+    balanced = performance.profile_settings("balanced", "NVIDIA H200", 139.8)
+    assert not (balanced.compile or balanced.channel_stats_group_norm or balanced.efficient_temporal_attention)
+    assert performance.profile_settings("auto", "NVIDIA GeForce RTX 4060 Ti", 15.6).profile == "low"
+    assert performance.profile_settings("auto", "NVIDIA H200", 139.8, num_jobs=3).profile == "balanced"
+    assert performance.profile_settings("fast", "cpu", 0.0) == performance.PerformanceSettings("off", "float32")
+    with pytest.raises(UsageError, match=r"unknown performance setting\(s\) background_encode"):
+        performance.resolve_settings("fast", "NVIDIA H200", 139.8, background_encode=True)
+
+
+def test_optimize_pipeline_leaves_a_cpu_pipeline_alone():
+    pipe = build_tiny_pipeline()
+    settings = performance.profile_settings("fast", "NVIDIA H200", 139.8)
+    record = performance.optimize_pipeline(pipe, settings)
+    assert (record["applied"], record["skipped"]) == ([], ["all: pipeline is not on a CUDA device"])
