@@ -96,7 +96,12 @@ def kernel_breakdown(fn, device) -> dict:
         if t <= 0 or evt.key.startswith("aten::") or evt.key.startswith("cuda"):
             continue
         name = evt.key.lower()
-        if any(k in name for k in ("flash", "fmha", "attention", "attn", "sdpa", "cudnn_generated_fort_native_sdpa")):
+        if name.startswith("triton_") and not name.startswith("triton_tem"):
+            # Inductor names a fused kernel after every op in it ("..._convolution_native_group_norm_..." is a
+            # group norm fused with a convolution's bias add): only its kind is telling.
+            reduction = any(k in name for k in ("norm", "var_mean", "triton_red_", "triton_per_"))
+            fam = "norm/reduction" if reduction else "elementwise/other"
+        elif any(k in name for k in ("flash", "fmha", "attention", "attn", "sdpa", "cudnn_generated_fort_native_sdpa")):
             fam = "attention"
         elif "conv" in name or "implicit" in name or "xmma_fprop" in name or "cutlass__5x_cudnn" in name:
             fam = "convolution"

@@ -1,19 +1,21 @@
-"""Videos per second of full-size SVD-XT: the plain diffusers loop against svdrender's optimised path, side by side.
+"""Videos per second of full-size SVD-XT: the plain diffusers loop against svdrender itself, side by side.
 
-One process builds the full SVD-XT architecture with seeded random weights (nothing to download; SVD_FACTS.md), then
-renders the same batch of jobs (input images × Euler presets, one seed per job) with
-  (a) plain diffusers as the model card writes it: pipe(image, generator=torch.manual_seed(seed)), export_to_video;
-  (b) each requested performance profile: optimize_pipeline() once, then per job call_context() around pipe(),
-      frames converted to uint8 on the GPU and mp4s encoded on a background thread while the next job renders.
-It prints seconds per video, speed-up, peak VRAM, denoising-step time, achieved TFLOP/s and the max abs difference /
-PSNR of (b)'s frames against (a)'s, and writes everything to --json.
-
-(b) drives the pipeline the way renderer/engine.py does, not through Engine itself: Engine loads models by recipe
-ModelSpec and cannot take this random-weight pipeline yet.
+One process renders the same batch (2 input images × 2 Euler presets, one seed per image, 4 jobs), from one
+generated recipe (model builtin:svd-xt-random: the full SVD-XT architecture with seeded random weights, nothing to
+download; SVD_FACTS.md):
+  (a) plain diffusers as the model card writes it: the pipeline built once on the GPU, then per job
+      pipe(image, decode_chunk_size=8, generator=torch.manual_seed(seed)).frames[0] and export_to_video;
+  (b) svdrender for each requested performance profile: `run_plan` on the recipe's plan with a real `Engine`, i.e.
+      exactly what `svdrender recipe.yaml --profile P` does (pipeline load, optimize_pipeline, per-job rendering,
+      mp4 encoding overlapped with the next job, sidecars, manifest, contact sheet), after an untimed warm-up plan
+      of `--warmup-steps` steps on the same Engine (the compile, for compiling profiles).
+Both get the same fitted input images, schedulers and seeds. It prints seconds per video, speed-up, peak VRAM,
+denoising-step time, achieved TFLOP/s and the max abs difference / PSNR of (b)'s frames against (a)'s, and writes
+everything to --json.
 
     python benchmarks/gpu_throughput.py --json out.json                       # GPU, full size: plain vs fast
     python benchmarks/gpu_throughput.py --profiles balanced,fast --json out.json
-    python benchmarks/gpu_throughput.py --profiles low,low+decode_chunk_size=8 --jobs 1 --json low.json
+    python benchmarks/gpu_throughput.py --no-plain --profiles low,low+decode_chunk_size=4 --jobs 1 --json low.json
     python benchmarks/gpu_throughput.py --tiny --steps 3 --json /tmp/t.json   # CPU smoke test (builtin:tiny)
 
 A profile spec is a name from renderer.performance.PROFILES, optionally with `+key=value` overrides.
@@ -22,7 +24,6 @@ A profile spec is a name from renderer.performance.PROFILES, optionally with `+k
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
 import math
 import os
@@ -45,11 +46,30 @@ from renderer import performance  # noqa: E402
 # this is an estimate).
 UNET_FLOP_PER_FRAME_PASS = 3.2e12
 DECODE_FLOP_PER_FRAME = 0.17e15 / 25
+# svdrender's built-in presets, and what a diffusers user writes for each (renderer/schedulers.py builds the same).
 PRESETS = {
     "euler": {},  # the scheduler SVD ships: Euler with Karras sigmas
-    "euler-exponential": {"use_karras_sigmas": False, "use_exponential_sigmas": True},
+    "euler_exponential": {"use_karras_sigmas": False, "use_exponential_sigmas": True},
 }
-INPUT_IMAGES = ("recipes/inputs/astronaut.png", "recipes/inputs/rocket.jpg")
+INPUT_IMAGES = {"astronaut": "recipes/inputs/astronaut.png", "rocket": "recipes/inputs/rocket.jpg"}
+RECIPE = """\
+version: 1
+name: {name}
+model: {model}
+output: {{dir: {out}, formats: [mp4]}}
+allow_inputs_outside: true   # the recipe lives in a temporary folder; the inputs are the repository's examples
+defaults:
+  presets: [{presets}]
+  width: {width}
+  height: {height}
+  num_frames: {frames}
+  num_inference_steps: {steps}
+  decode_chunk_size: {chunk}
+  min_guidance_scale: 1.0
+  max_guidance_scale: 3.0
+items:
+{items}
+"""
 
 
 def parse_args(argv=None):
@@ -67,7 +87,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup-steps", type=int, default=2, help="denoising steps of the untimed warm-up job")
     p.add_argument("--no-plain", action="store_true", help="skip path (a); no frame comparison")
     p.add_argument("--compile-cache-dir", default=None, help="TORCHINDUCTOR_CACHE_DIR for compiling profiles")
-    p.add_argument("--out-dir", default=None, help="keep the mp4s here (default: a temporary folder)")
+    p.add_argument("--out-dir", default=None, help="keep recipes and renders here (default: a temporary folder)")
     return p.parse_args(argv)
 
 
@@ -81,56 +101,51 @@ def build_full_pipeline(device: torch.device, dtype: torch.dtype):
     return pipe
 
 
-def load_inputs(width: int, height: int):
-    """The two example input images fitted to width×height (synthetic gradients if the files are missing)."""
-    from PIL import Image
-
-    from renderer.images import fit_image, load_image
-
-    out = []
-    for i, rel in enumerate(INPUT_IMAGES):
-        path = REPO / rel
-        if path.exists():
-            out.append((path.stem, fit_image(load_image(path), width, height, "crop")))
-        else:
-            y, x = np.mgrid[0:height, 0:width]
-            rgb = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), np.full_like(x, 60 * i)], -1)
-            out.append((f"gradient{i}", Image.fromarray(rgb.astype(np.uint8))))
-    return out
+def write_recipe(work: Path, name: str, args, items: dict[str, int], steps: int) -> Path:
+    """A recipe rendering each input image (name → seed) with every preset in PRESETS."""
+    model = "builtin:tiny" if args.tiny else "builtin:svd-xt-random"
+    lines = "\n".join(f"  - {{name: {item}, image: {REPO / INPUT_IMAGES[item]}, seeds: [{seed}]}}"
+                      for item, seed in items.items())
+    path = work / f"{name}.yaml"
+    path.write_text(RECIPE.format(name=name, model=model, out=work / name, presets=", ".join(PRESETS),
+                                  width=args.width, height=args.height, frames=args.frames, steps=steps,
+                                  chunk=args.decode_chunk_size, items=lines))
+    return path
 
 
-def make_jobs(inputs, n: int | None):
-    jobs = []
-    for preset in PRESETS:
-        for name, image in inputs:
-            jobs.append({"id": f"{name}-{preset}", "image": image, "preset": preset, "seed": 1000 + len(jobs)})
-    return jobs[:n] if n else jobs
+def make_batch(work: Path, args):
+    """The benchmark's plan, and a one-job plan for warming up (compiling) an Engine, in a fresh folder."""
+    from renderer.plan import make_plan
+    from renderer.recipe import load_recipe
 
-
-def set_scheduler(pipe, base_config, preset: str):
-    from diffusers import EulerDiscreteScheduler
-
-    pipe.scheduler = EulerDiscreteScheduler.from_config(base_config, **PRESETS[preset])
+    work.mkdir(parents=True)
+    plan = make_plan(load_recipe(write_recipe(work, "batch", args, {"astronaut": 1000, "rocket": 1001},
+                                              args.steps)))
+    if args.jobs:
+        plan = make_plan(plan.recipe, only=tuple(j.id for j in plan.jobs[: args.jobs]))
+    warm = make_plan(load_recipe(write_recipe(work, "warmup", args, {"rocket": 0}, args.warmup_steps)),
+                     only=("rocket/euler",))
+    return plan, warm
 
 
 class StepClock:
-    """callback_on_step_end that records a CUDA event per step: step time without syncing or touching the UNet."""
+    """Records a CUDA event after each denoising step: step time without syncing or touching the UNet."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
         self.events: list = []
         self.times: list[float] = []
-        self.denoise_peak = 0
 
-    def __call__(self, pipe, i, t, kwargs):
+    def tick(self) -> None:
         if self.cuda:
             e = torch.cuda.Event(enable_timing=True)
             e.record()
             self.events.append(e)
-            # The allocator's counters are host-side: reading them does not wait for the GPU.
-            self.denoise_peak = torch.cuda.max_memory_allocated()
         else:
             self.times.append(time.perf_counter())
+
+    def __call__(self, pipe, i, t, kwargs):  # callback_on_step_end
+        self.tick()
         return kwargs
 
     def step_seconds(self) -> list[float]:
@@ -143,20 +158,6 @@ class StepClock:
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def write_mp4(frames_uint8: np.ndarray, path: str, fps: int = 7) -> str:
-    """uint8 [F, H, W, 3] → mp4 with the same writer settings as diffusers.utils.export_to_video."""
-    import imageio
-
-    with imageio.get_writer(path, fps=fps, quality=5.0, bitrate=None, macro_block_size=16) as writer:
-        for frame in frames_uint8:
-            writer.append_data(frame)
-    return path
-
-
-def pil_frames_to_uint8(frames) -> np.ndarray:
-    return np.stack([np.asarray(f) for f in frames])
 
 
 def compare(a: np.ndarray, ref: np.ndarray) -> dict:
@@ -179,11 +180,6 @@ def memory_stats(device) -> dict:
     }
 
 
-def job_peaks(per_job) -> dict:
-    keys = ("peak_allocated_gib", "peak_reserved_gib", "denoise_peak_allocated_gib")
-    return {k: max(j[k] for j in per_job) for k in keys if all(k in j for j in per_job)}
-
-
 def reset_memory(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -196,137 +192,133 @@ def video_flop(frames: int, unet_calls: int, height: int, width: int, cfg: bool 
     return (UNET_FLOP_PER_FRAME_PASS * frames * (2 if cfg else 1) * unet_calls + DECODE_FLOP_PER_FRAME * frames) * scale
 
 
-def call_kwargs(args, job, generator, decode_chunk_size):
-    return dict(
-        height=args.height,
-        width=args.width,
-        num_frames=args.frames,
-        num_inference_steps=args.steps,
-        min_guidance_scale=1.0,
-        max_guidance_scale=3.0,
-        decode_chunk_size=decode_chunk_size,
-        generator=generator,
-    )
-
-
-def run_plain(pipe, jobs, args, device, base_config, out_dir) -> tuple[dict, dict]:
-    """Path (a): the model card's loop. Returns (report, uint8 frames by job id)."""
+def run_plain(plan, args, device, dtype, out_dir: Path) -> tuple[dict, dict]:
+    """Path (a): the model card's loop over the plan's jobs. Returns (report, uint8 frames by job id)."""
+    from diffusers import EulerDiscreteScheduler
     from diffusers.utils import export_to_video
 
-    warm = jobs[0]
-    set_scheduler(pipe, base_config, warm["preset"])
+    from renderer.images import fit_image, load_image
+
     t0 = time.perf_counter()
-    pipe(warm["image"], **{**call_kwargs(args, warm, torch.manual_seed(0), args.decode_chunk_size),
-                           "num_inference_steps": args.warmup_steps})
+    if args.tiny:
+        from renderer.tiny import build_tiny_pipeline
+
+        pipe = build_tiny_pipeline().to(device=device, dtype=dtype)
+    else:
+        pipe = build_full_pipeline(device, dtype)
+    build_s = time.perf_counter() - t0
+    base_config = dict(pipe.scheduler.config)
+    # The same fitted input the engine renders from: the comparison is about the pipeline, not image loading.
+    images = {j.id: fit_image(load_image(j.image), j.settings.width, j.settings.height, j.settings.fit)
+              for j in plan.jobs}
+
+    def call(job, steps=None, callback=None):
+        s = job.settings
+        pipe.scheduler = EulerDiscreteScheduler.from_config(base_config, **PRESETS[job.preset])
+        return pipe(images[job.id], height=s.height, width=s.width, num_frames=s.num_frames,
+                    num_inference_steps=steps or s.num_inference_steps, min_guidance_scale=s.min_guidance_scale,
+                    max_guidance_scale=s.max_guidance_scale, fps=s.fps, motion_bucket_id=s.motion_bucket_id,
+                    noise_aug_strength=s.noise_aug_strength, decode_chunk_size=s.decode_chunk_size,
+                    generator=torch.manual_seed(job.seed), callback_on_step_end=callback).frames[0]
+
+    t0 = time.perf_counter()
+    call(plan.jobs[0], steps=args.warmup_steps)
     sync(device)
     warmup_s = time.perf_counter() - t0
 
     reset_memory(device)
     frames_by_job, per_job = {}, []
     t_batch = time.perf_counter()
-    for job in jobs:
+    for job in plan.jobs:
         clock = StepClock(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        set_scheduler(pipe, base_config, job["preset"])
-        frames = pipe(
-            job["image"],
-            **call_kwargs(args, job, torch.manual_seed(job["seed"]), args.decode_chunk_size),
-            callback_on_step_end=clock,
-        ).frames[0]
+        frames = call(job, callback=clock)
         t1 = time.perf_counter()
-        export_to_video(frames, os.path.join(out_dir, f"plain-{job['id']}.mp4"), fps=7)
+        export_to_video(frames, str(out_dir / f"plain-{job.id.replace('/', '_')}.mp4"), fps=job.settings.fps)
         t2 = time.perf_counter()
-        frames_by_job[job["id"]] = pil_frames_to_uint8(frames)
+        frames_by_job[job.id] = np.stack([np.asarray(f) for f in frames])
         steps = clock.step_seconds()
-        per_job.append({"job": job["id"], "call_s": round(t1 - t0, 3), "export_s": round(t2 - t1, 3),
-                        "total_s": round(t2 - t0, 3), "step_s_median": round(statistics.median(steps), 4),
-                        "unet_calls": len(steps) + 1, "denoise_peak_allocated_gib": round(clock.denoise_peak / 2**30, 2), **memory_stats(device)})
+        per_job.append({"job": job.id, "call_s": round(t1 - t0, 3), "export_s": round(t2 - t1, 3),
+                        "total_s": round(t2 - t0, 3), "step_s_median": round(statistics.median(steps), 4)})
     batch_s = time.perf_counter() - t_batch
-    report = {"warmup_s": round(warmup_s, 2), "batch_s": round(batch_s, 3), "jobs": per_job, **job_peaks(per_job)}
+    report = {"build_s": round(build_s, 1), "warmup_s": round(warmup_s, 2), "batch_s": round(batch_s, 3),
+              "jobs": per_job, **memory_stats(device)}
+    pipe = None  # frees the GPU for path (b): its Engine builds its own pipeline
+    reset_memory(device)
     return report, frames_by_job
 
 
-def run_profile(pipe, spec: str, jobs, args, device, base_config, out_dir, reference) -> dict:
-    """Path (b) for one profile spec: optimise in place, warm up (compiles), then render the batch."""
+def parse_spec(spec: str) -> dict:
     name, *pairs = spec.split("+")
-    overrides = {}
+    request = {"profile": name}
     for pair in pairs:
         key, _, raw = pair.partition("=")
-        overrides[key] = {"true": True, "false": False, "none": None}.get(raw.lower(), int(raw) if raw.isdigit() else raw)
+        request[key] = {"true": True, "false": False, "none": None}.get(raw.lower(), int(raw) if raw.isdigit() else raw)
+    return request
+
+
+def run_profile(spec: str, work: Path, args, device, reference) -> dict:
+    """Path (b) for one profile spec: svdrender's run_plan with a real Engine, after a warm-up plan on it."""
+    from renderer.batch import run_plan
+    from renderer.engine import Engine
+
+    plan, warm = make_batch(work, args)
+    class RecordingEngine(Engine):
+        """The real Engine, keeping each job's frames and per-step CUDA events for the comparison."""
+
+        frames: dict = {}
+        steps: dict = {}
+
+        def render(self, job, on_step=None):
+            clock = StepClock(device)
+
+            def step(i, n):
+                clock.tick()
+                if on_step is not None:
+                    on_step(i, n)
+
+            rendered = super().render(job, on_step=step)
+            self.frames[job.id] = rendered.frames
+            self.steps[job.id] = clock.step_seconds()
+            return rendered
+
+    request = parse_spec(spec)
     if args.compile_cache_dir:
-        overrides.setdefault("compile_cache_dir", args.compile_cache_dir)
-    device_name, vram = performance.describe_device() if device.type == "cuda" else ("cpu", 0.0)
-    settings = performance.resolve_settings(name, device_name, vram, **overrides)
-
-    reset_memory(device)
+        request.setdefault("compile_cache_dir", args.compile_cache_dir)
+    engine = RecordingEngine(plan.recipe.model, device=device.type, base_dir=plan.recipe.path.parent,
+                             performance=request, num_jobs=len(plan.jobs))
     t0 = time.perf_counter()
-    record = performance.optimize_pipeline(pipe, settings)
-    optimize_s = time.perf_counter() - t0
-    chunk = performance.effective_decode_chunk_size(settings, args.decode_chunk_size)
-    output_type = "pt" if settings.gpu_postprocess else "pil"
-
-    def render(job, generator, steps=None, clock=None):
-        set_scheduler(pipe, base_config, job["preset"])
-        kw = call_kwargs(args, job, generator, chunk)
-        if steps:
-            kw["num_inference_steps"] = steps
-        with torch.inference_mode(), performance.call_context(settings):
-            out = pipe(job["image"], output_type=output_type, callback_on_step_end=clock, **kw).frames[0]
-        return performance.frames_to_uint8(out) if output_type == "pt" else pil_frames_to_uint8(out)
-
-    t0 = time.perf_counter()
-    render(jobs[0], torch.Generator("cpu").manual_seed(0), steps=args.warmup_steps)
+    warm_run = run_plan(warm, engine=engine, quiet=True)
     sync(device)
     warmup_s = time.perf_counter() - t0
-    peak_with_warmup = memory_stats(device)
+    assert warm_run.exit_code == 0, [r.detail for r in warm_run.results]
 
     reset_memory(device)
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if settings.background_encode else None
-    pending, per_job, results = [], [], {}
-    t_batch = time.perf_counter()
-    for job in jobs:
-        clock = StepClock(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        frames = render(job, torch.Generator("cpu").manual_seed(job["seed"]), clock=clock)
-        t1 = time.perf_counter()
-        path = os.path.join(out_dir, f"{spec}-{job['id']}.mp4")
-        if pool:
-            pending.append(pool.submit(write_mp4, frames, path))
-        else:
-            write_mp4(frames, path)
-        t2 = time.perf_counter()
-        results[job["id"]] = frames
-        steps = clock.step_seconds()
-        per_job.append({"job": job["id"], "call_s": round(t1 - t0, 3), "export_s": round(t2 - t1, 3),
-                        "total_s": round(t2 - t0, 3), "step_s_median": round(statistics.median(steps), 4),
-                        "unet_calls": len(steps) + 1, "denoise_peak_allocated_gib": round(clock.denoise_peak / 2**30, 2), **memory_stats(device)})
-    for f in pending:
-        f.result()
-    batch_s = time.perf_counter() - t_batch
-    if pool:
-        pool.shutdown()
-    accuracy = {jid: compare(frames, reference[jid]) for jid, frames in results.items() if jid in reference}
+    t0 = time.perf_counter()
+    run = run_plan(plan, engine=engine, quiet=True)
+    batch_s = time.perf_counter() - t0
+    assert run.exit_code == 0, [r.detail for r in run.results]
+    per_job = []
+    for r in run.results:
+        steps = engine.steps[r.job.id]
+        per_job.append({"job": r.job.id, "timings": r.sidecar["timings"],
+                        "step_s_median": round(statistics.median(steps), 4) if steps else None})
+    accuracy = {jid: compare(frames, reference[jid]) for jid, frames in engine.frames.items() if jid in reference}
     return {
-        "settings": settings.as_dict(),
-        "applied": record["applied"],
-        "skipped": record["skipped"],
-        "optimize_s": round(optimize_s, 2),
+        "request": request,
+        "performance": engine.performance,
+        "load_s": engine.info.load_seconds,
         "warmup_s": round(warmup_s, 2),
         "batch_s": round(batch_s, 3),
         "jobs": per_job,
         "accuracy_vs_plain": accuracy,
-        "peak_including_warmup": peak_with_warmup,
-        **job_peaks(per_job),
+        **memory_stats(device),
     }
 
 
 def summarize(name: str, rep: dict, n: int, flop: float | None, plain_spv: float | None) -> dict:
     spv = rep["batch_s"] / n
-    steps = [j["step_s_median"] for j in rep["jobs"]]
+    steps = [j["step_s_median"] for j in rep["jobs"] if j["step_s_median"]]
     row = {"path": name, "s_per_video": round(spv, 3), "videos_per_min": round(60 / spv, 2),
            "step_s": round(statistics.median(steps), 4), "warmup_s": rep["warmup_s"],
            "peak_allocated_gib": rep.get("peak_allocated_gib"), "peak_reserved_gib": rep.get("peak_reserved_gib")}
@@ -344,7 +336,7 @@ def summarize(name: str, rep: dict, n: int, flop: float | None, plain_spv: float
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.tiny:
-        from renderer.tiny import TINY_NUM_FRAMES, TINY_VAE_SCALE, build_tiny_pipeline
+        from renderer.tiny import TINY_NUM_FRAMES, TINY_VAE_SCALE
 
         args.frames = args.frames or TINY_NUM_FRAMES
         args.height = args.height or 16 * TINY_VAE_SCALE
@@ -353,19 +345,11 @@ def main(argv=None) -> int:
         args.frames, args.height, args.width = args.frames or 25, args.height or 576, args.width or 1024
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
-
     import diffusers
 
-    t0 = time.perf_counter()
-    if args.tiny:
-        pipe = build_tiny_pipeline().to(device=device, dtype=dtype)
-    else:
-        pipe = build_full_pipeline(device, dtype)
-    build_s = time.perf_counter() - t0
-    base_config = dict(pipe.scheduler.config)
-    jobs = make_jobs(load_inputs(args.width, args.height), args.jobs)
-    out_dir = args.out_dir or tempfile.mkdtemp(prefix="svdr-bench-")
-    os.makedirs(out_dir, exist_ok=True)
+    work = Path(args.out_dir or tempfile.mkdtemp(prefix="svdr-bench-"))
+    plan, _ = make_batch(work / "plain", args)
+    n = len(plan.jobs)
 
     device_name, vram = performance.describe_device() if device.type == "cuda" else ("cpu", 0.0)
     report = {
@@ -373,13 +357,12 @@ def main(argv=None) -> int:
         "device": device_name,
         "vram_gib": round(vram, 1),
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__, "cuda": torch.version.cuda,
-                     "python": sys.version.split()[0]},
+                     "cudnn": torch.backends.cudnn.version(), "python": sys.version.split()[0]},
         "config": {"frames": args.frames, "height": args.height, "width": args.width, "steps": args.steps,
                    "decode_chunk_size": args.decode_chunk_size, "dtype": str(dtype).removeprefix("torch."),
-                   "cfg": [1.0, 3.0], "jobs": [{k: j[k] for k in ("id", "preset", "seed")} for j in jobs],
+                   "cfg": [1.0, 3.0], "jobs": [{"id": j.id, "seed": j.seed} for j in plan.jobs],
                    "random_weights": True, "tiny": args.tiny},
-        "build_s": round(build_s, 1),
-        "auto_settings": performance.auto_settings(device_name, vram).as_dict(),
+        "auto_settings": performance.auto_settings(device_name, vram, n).as_dict(),
         "paths": {},
     }
 
@@ -390,22 +373,22 @@ def main(argv=None) -> int:
     flop = None if args.tiny else video_flop(args.frames, args.steps, args.height, args.width)
     rows, reference, plain_spv = [], {}, None
     if not args.no_plain:
-        plain, reference = run_plain(pipe, jobs, args, device, base_config, out_dir)
+        plain, reference = run_plain(plan, args, device, dtype, work / "plain")
         report["paths"]["plain"] = plain
-        rows.append(summarize("plain", plain, len(jobs), flop, None))
+        rows.append(summarize("plain", plain, n, flop, None))
         plain_spv = rows[-1]["s_per_video"]
         print(f"plain: {json.dumps(rows[-1])}", flush=True)
         save()
-    for spec in [s.strip() for s in args.profiles.split(",") if s.strip()]:
-        rep = run_profile(pipe, spec, jobs, args, device, base_config, out_dir, reference)
+    for i, spec in enumerate(s.strip() for s in args.profiles.split(",") if s.strip()):
+        rep = run_profile(spec, work / f"profile-{i}", args, device, reference)
         report["paths"][spec] = rep
-        rows.append(summarize(spec, rep, len(jobs), flop, plain_spv))
+        rows.append(summarize(spec, rep, n, flop, plain_spv))
         print(f"{spec}: {json.dumps(rows[-1])}", flush=True)
         save()
     report["summary"] = rows
     save()
 
-    print(f"\n{device_name}, torch {torch.__version__}, diffusers {diffusers.__version__}; {len(jobs)} jobs, "
+    print(f"\n{device_name}, torch {torch.__version__}, diffusers {diffusers.__version__}; {n} jobs, "
           f"{args.frames} frames {args.width}x{args.height}, {args.steps} steps, decode chunk {args.decode_chunk_size}")
     cols = ["path", "s_per_video", "speedup", "step_s", "tflops", "peak_allocated_gib", "peak_reserved_gib",
             "max_abs_diff", "min_psnr_db", "warmup_s"]
