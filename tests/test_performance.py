@@ -11,7 +11,7 @@ from renderer.errors import UsageError
 from renderer.tiny import build_tiny_pipeline
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def unet():
     return build_tiny_pipeline().unet
 
@@ -76,8 +76,6 @@ def test_one_sample_at_a_time_gives_the_batch_output(unet):
         per_sample_t = unet(sample, t.repeat(2), encoder_hidden_states=emb, added_time_ids=ids).sample
     torch.testing.assert_close(tupled, reference, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(per_sample_t, reference, rtol=1e-5, atol=1e-5)
-    del unet.forward  # back to the class's forward for the other tests
-    unet._svdrender_one_sample_at_a_time = False
 
 
 def test_profiles_on_a_gpu_and_on_a_cpu():
