@@ -180,6 +180,44 @@ def micro_sdpa(calls, device, dtype, timer, iters, save):
     save("micro_sdpa", {"totals_per_step_s": {k: round(v, 4) for k, v in totals.items()}, "rows": rows})
 
 
+def write_kernel_table(fn, device, args, name: str, rows: int) -> None:
+    """The top CUDA kernels of one call of fn, as torch.profiler's table, to $OUT (or next to --json)."""
+    if device.type != "cuda":
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as p:
+        fn()
+        torch.cuda.synchronize()
+    table = p.key_averages().table(sort_by="cuda_time_total", row_limit=rows, max_name_column_width=120)
+    out_dir = os.environ.get("OUT") or os.path.dirname(os.path.abspath(args.json))
+    with open(os.path.join(out_dir, name), "w") as f:
+        f.write(table)
+
+
+def first_call_s(fn, timer) -> float:
+    """Seconds of fn's first (compiling) call."""
+    t0 = time.perf_counter()
+    fn()
+    timer.sync()
+    return time.perf_counter() - t0
+
+
+def video_decoder(pipe, device, dtype, frames, lh, lw, g):
+    """The VAE (temporal convs as Conv2d) and a function decoding one video's random latents in chunks of 8."""
+    from renderer import performance
+
+    vae = pipe.vae
+    performance.temporal_convs_as_2d(vae)
+    lat = torch.randn(frames, 4, lh, lw, generator=g, device=device, dtype=dtype) / vae.config.scaling_factor
+
+    def decode():
+        return torch.cat([vae.decode(lat[i: i + 8], num_frames=lat[i: i + 8].shape[0]).sample
+                          for i in range(0, frames, 8)])
+
+    return vae, decode
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     stages = set(args.stages.split(","))
@@ -255,47 +293,24 @@ def main(argv=None) -> int:
         if "compile" in stages and time_left(200):
             os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/svdr-kernels-inductor")
             unet.compile(fullgraph=True, dynamic=False)
-            t0 = time.perf_counter()
-            step()
-            timer.sync()
-            first = time.perf_counter() - t0
+            first = first_call_s(step, timer)
             for bench in (False, True):
                 torch.backends.cudnn.benchmark = bench
                 ts, out = timer(step, warmup=2, iters=args.iters)
                 save(f"compiled_step_benchmark_{bench}", {"step_s": round(ts, 4), "first_call_s": round(first, 1),
                                                           **diff(out, ref)})
-            prof = kernel_breakdown(step, device)
-            save("compiled_profile_benchmark_True", prof)
-            if device.type == "cuda":
-                from torch.profiler import ProfilerActivity, profile
-
-                with profile(activities=[ProfilerActivity.CUDA], record_shapes=False) as p:
-                    step()
-                    torch.cuda.synchronize()
-                table = p.key_averages().table(sort_by="cuda_time_total", row_limit=60, max_name_column_width=120)
-                out_dir = os.environ.get("OUT") or os.path.dirname(os.path.abspath(args.json))
-                with open(os.path.join(out_dir, "compiled_kernels.txt"), "w") as f:
-                    f.write(table)
+            save("compiled_profile_benchmark_True", kernel_breakdown(step, device))
+            write_kernel_table(step, device, args, "compiled_kernels.txt", rows=60)
 
         if "vae" in stages and time_left(150):
-            vae = pipe.vae
-            performance.temporal_convs_as_2d(vae)
-            lat = torch.randn(frames, 4, lh, lw, generator=g, device=device, dtype=dtype) / vae.config.scaling_factor
-
-            def decode():
-                return torch.cat([vae.decode(lat[i: i + 8], num_frames=lat[i: i + 8].shape[0]).sample
-                                  for i in range(0, frames, 8)])
-
+            vae, decode = video_decoder(pipe, device, dtype, frames, lh, lw, g)
             torch.backends.cudnn.benchmark = False
             tv, vref = timer(decode, warmup=1, iters=3)
             torch.backends.cudnn.benchmark = True
             tvb, out = timer(decode, warmup=2, iters=3)
             save("vae_decode_eager", {"heuristic_s": round(tv, 3), "benchmark_s": round(tvb, 3), **diff(out, vref)})
             vae.decoder.compile(dynamic=False)
-            t0 = time.perf_counter()
-            decode()
-            timer.sync()
-            first = time.perf_counter() - t0
+            first = first_call_s(decode, timer)
             for bench in (False, True):
                 torch.backends.cudnn.benchmark = bench
                 tc, out = timer(decode, warmup=2, iters=3)
@@ -321,45 +336,19 @@ def rewrite_stages(pipe, step, timer, save, time_left, device, dtype, frames, lh
 
     if time_left(200):
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/svdr-kernels-inductor")
-        try:
-            unet.compile(fullgraph=True, dynamic=False)
-            t0 = time.perf_counter()
-            step()
-            timer.sync()
-            first = time.perf_counter() - t0
-            ts, out = timer(step, warmup=2, iters=args.iters)
-            save("compiled_all_rewrites", {"step_s": round(ts, 4), "first_call_s": round(first, 1), **diff(out, ref)})
-            prof = kernel_breakdown(step, device)
-            save("compiled_all_rewrites_profile", prof)
-            if device.type == "cuda":
-                from torch.profiler import ProfilerActivity, profile
-
-                with profile(activities=[ProfilerActivity.CUDA]) as p:
-                    step()
-                    torch.cuda.synchronize()
-                table = p.key_averages().table(sort_by="cuda_time_total", row_limit=80, max_name_column_width=110)
-                out_dir = os.environ.get("OUT") or os.path.dirname(os.path.abspath(args.json))
-                with open(os.path.join(out_dir, "compiled_rewrites_kernels.txt"), "w") as f:
-                    f.write(table)
-        except Exception as exc:
-            save("compiled_all_rewrites", {"error": repr(exc)[:1500]})
+        unet.compile(fullgraph=True, dynamic=False)
+        first = first_call_s(step, timer)
+        ts, out = timer(step, warmup=2, iters=args.iters)
+        save("compiled_all_rewrites", {"step_s": round(ts, 4), "first_call_s": round(first, 1), **diff(out, ref)})
+        save("compiled_all_rewrites_profile", kernel_breakdown(step, device))
+        write_kernel_table(step, device, args, "compiled_rewrites_kernels.txt", rows=80)
 
     if time_left(130):
-        vae = pipe.vae
-        performance.temporal_convs_as_2d(vae)
-        lat = torch.randn(frames, 4, lh, lw, generator=g, device=device, dtype=dtype) / vae.config.scaling_factor
-
-        def decode():
-            return torch.cat([vae.decode(lat[i: i + 8], num_frames=lat[i: i + 8].shape[0]).sample
-                              for i in range(0, frames, 8)])
-
+        vae, decode = video_decoder(pipe, device, dtype, frames, lh, lw, g)
         tv, vref = timer(decode, warmup=1, iters=2)
         n = performance.channel_stats_group_norms(vae.decoder)
         vae.decoder.compile(dynamic=False)
-        t0 = time.perf_counter()
-        decode()
-        timer.sync()
-        first = time.perf_counter() - t0
+        first = first_call_s(decode, timer)
         tc, out = timer(decode, warmup=1, iters=3)
         save("vae_decode_compiled_group_norm", {"eager_s": round(tv, 3), "compiled_s": round(tc, 3), "norms": n,
                                                 "first_call_s": round(first, 1), **diff(out, vref)})
