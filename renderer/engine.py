@@ -277,6 +277,8 @@ class Engine:
         Forward chunking runs the UNet's feed-forward layers on slices of rows (denoise only); model CPU offload
         keeps only the running model on the GPU (needs a GPU to offload from). Both stay on for later jobs.
         """
+        # A captured CUDA graph would replay the old layers on the old weights' addresses, and holds its own pool.
+        performance.drop_cuda_graphs(self.pipe.unet)
         if failed_in == "denoise" and "forward_chunking" not in self.memory_savers:
             # svdrender's row chunking, not diffusers' enable_forward_chunking: with CPU offload (the next saver)
             # diffusers' frame-axis slices ran 6x slower per step (docs/performance.md).

@@ -20,6 +20,7 @@ The engine's side of the contract:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -65,6 +66,9 @@ class PerformanceSettings:
     temporal_conv_as_2d: bool = False
     channel_stats_group_norm: bool = False
     efficient_temporal_attention: bool = False
+    fused_geglu: bool = False
+    triton_temporal_conv: bool = False
+    cuda_graphs: bool = False
     allow_tf32: bool = False
     decode_chunk_size: int | None = None
     cpu_offload: str = "none"
@@ -118,8 +122,10 @@ def profile_settings(
         )
     # Left out on purpose (docs/performance.md has the numbers): a forced SDPA backend (torch already picks cuDNN's
     # attention on Hopper), channels_last (slower eager; inductor picks layouts itself) and fused QKV (no gain).
-    # temporal_conv_as_2d and the per-channel GroupNorm pay off compiled only (2% and 10% slower in eager); the
-    # temporal attention kernel changes rounding, and `balanced` keeps frames bit-identical to plain diffusers.
+    # temporal_conv_as_2d, the per-channel GroupNorm and the Triton temporal convolution pay off compiled only (2%
+    # and 10% slower in eager; the latter copies to channels-last there); the temporal attention kernel and the
+    # Triton kernels change rounding, and `balanced` keeps frames bit-identical to plain diffusers. The Triton
+    # kernels need Hopper or newer and are skipped (and recorded as skipped) elsewhere.
     balanced = PerformanceSettings(
         profile="balanced",
         dtype="float16",
@@ -133,6 +139,9 @@ def profile_settings(
         temporal_conv_as_2d=True,
         channel_stats_group_norm=True,
         efficient_temporal_attention=True,
+        fused_geglu=True,
+        triton_temporal_conv=True,
+        cuda_graphs=True,
         compile=True,
         compile_vae=True,
         compile_cache_dir=default_compile_cache_dir(),
@@ -218,6 +227,17 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
         did(f"fused qkv projections in {n} attention layers")
     if settings.cross_attention_shortcut and (n := single_token_cross_attention(pipe.unet)):
         did(f"single-token cross-attention shortcut in {n} layers")
+    if settings.fused_geglu or settings.triton_temporal_conv:
+        triton_problem = triton_unavailable() or check_triton_kernels()
+        if triton_problem is not None:
+            applied["skipped"].append(f"fused_geglu, triton_temporal_conv: {triton_problem}")
+        else:
+            if settings.fused_geglu and (n := fused_geglus(pipe.unet)):
+                did(f"fused Triton GEGLU projection in {n} feed-forwards")
+            if settings.triton_temporal_conv and (
+                n := triton_temporal_convs(pipe.unet) + triton_temporal_convs(pipe.vae.decoder)
+            ):
+                did(f"{n} temporal (3,1,1) Conv3d run as a Triton implicit GEMM")
     if settings.temporal_conv_as_2d and (n := temporal_convs_as_2d(pipe.unet) + temporal_convs_as_2d(pipe.vae)):
         did(f"{n} temporal (k,1,1) Conv3d run as Conv2d")
     if settings.channel_stats_group_norm and (
@@ -262,6 +282,8 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
             did(f"torch.compile unet (mode={settings.compile_mode}, fullgraph, static shapes)")
         if settings.compile_vae and _compile_in_place(pipe.vae.decoder, settings.compile_mode, fullgraph=False):
             did(f"torch.compile vae decoder (mode={settings.compile_mode}, static shapes)")
+    if settings.cuda_graphs and cuda_graph_calls(pipe.unet):
+        did("unet calls replayed as CUDA graphs")
 
     if settings.attention_backend != "auto":
         did(f"sdpa backend {settings.attention_backend} first (call_context)")
@@ -453,6 +475,234 @@ def efficient_temporal_attention(unet: torch.nn.Module) -> int:
             block.attn1.set_processor(EfficientShortAttnProcessor(block.attn1.processor))
             count += 1
     return count
+
+
+def triton_unavailable() -> str | None:
+    """Why renderer/triton_kernels.py cannot run here, or None when it can (CUDA, Hopper or newer, Triton)."""
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    if torch.cuda.get_device_capability(0) < (9, 0):
+        return "needs TMA (compute capability 9.0 or newer)"
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    return None
+
+
+GEGLU_GROUP = 64  # rows of value, then of gate, in FusedGEGLU's interleaved projection
+
+
+def interleave_geglu(weight: torch.Tensor, bias: torch.Tensor | None):
+    """A GEGLU projection's [value; gate] rows (and bias) reordered as groups of GEGLU_GROUP value rows, each followed
+    by the matching gate rows. A missing bias becomes zeros."""
+    n2, k = weight.shape
+    if bias is None:
+        bias = weight.new_zeros(n2)
+    w = weight.reshape(2, n2 // (2 * GEGLU_GROUP), GEGLU_GROUP, k).transpose(0, 1)
+    b = bias.reshape(2, n2 // (2 * GEGLU_GROUP), GEGLU_GROUP).transpose(0, 1)
+    return w.reshape(n2, k).contiguous(), b.reshape(n2).contiguous()
+
+
+# Opaque ops to torch.compile: Inductor calls the Triton kernels as extern kernels, on contiguous inputs.
+@torch.library.custom_op("svdrender::geglu", mutates_args=())
+def _geglu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    from renderer import triton_kernels
+
+    return triton_kernels.geglu(x, weight, bias, GEGLU_GROUP)
+
+
+@_geglu_op.register_fake
+def _(x, weight, bias):
+    return x.new_empty((x.shape[0], weight.shape[0] // 2))
+
+
+@torch.library.custom_op("svdrender::temporal_conv", mutates_args=())
+def _temporal_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, positions: int) -> torch.Tensor:
+    from renderer import triton_kernels
+
+    return triton_kernels.temporal_conv(x, weight, bias, positions)
+
+
+@_temporal_conv_op.register_fake
+def _(x, weight, bias, positions):
+    return x.new_empty((x.shape[0], x.shape[1], weight.shape[0] // 3))
+
+
+class FusedGEGLU(torch.nn.Module):
+    """diffusers' GEGLU (`h * gelu(gate)`, `[h, gate] = proj(x)`) as one Triton GEMM that writes only the product.
+
+    The projection's weight is stored interleaved (renderer/triton_kernels.py), replacing the original, so no memory
+    is added. Same function; the product is rounded once where diffusers rounds gelu(gate) and the product
+    separately. Inputs other than fp16/bf16 on CUDA take the same interleaved weights through torch.
+    """
+
+    def __init__(self, geglu: torch.nn.Module):
+        super().__init__()
+        weight, bias = interleave_geglu(geglu.proj.weight.detach(), geglu.proj.bias)
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.bias = torch.nn.Parameter(bias.detach(), requires_grad=False)
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        shape = hidden_states.shape
+        x = hidden_states.reshape(-1, shape[-1])
+        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+            out = _geglu_op(x.contiguous(), self.weight, self.bias)
+        else:
+            pairs = torch.nn.functional.linear(x, self.weight, self.bias).unflatten(-1, (-1, 2, GEGLU_GROUP))
+            out = (pairs[:, :, 0] * torch.nn.functional.gelu(pairs[:, :, 1])).flatten(1)
+        return out.reshape(*shape[:-1], out.shape[-1])
+
+
+def fused_geglus(module: torch.nn.Module) -> int:
+    """Replace every diffusers GEGLU under `module` whose sizes suit the kernel with FusedGEGLU; returns how many."""
+    from diffusers.models.activations import GEGLU
+
+    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+               if type(child) is GEGLU and child.proj.in_features % 8 == 0
+               and child.proj.out_features % (2 * GEGLU_GROUP) == 0]
+    for parent, name, child in targets:
+        setattr(parent, name, FusedGEGLU(child))
+    return len(targets)
+
+
+class TritonTemporalConv(torch.nn.Module):
+    """A (3, 1, 1) Conv3d with padding (1, 0, 0) as renderer/triton_kernels.py's implicit GEMM, on channels-last data.
+
+    The (B, C, F, H, W) input is handed over as (B, F·H·W, C): under torch.compile the producer (SVD's GroupNorm +
+    SiLU) writes that layout directly, and the output goes back as a (B, C, F, H, W) view of it. Same arithmetic as
+    cuDNN, in another order of summation. Off CUDA (or in float32) it runs the same weights through conv3d.
+    """
+
+    def __init__(self, conv: torch.nn.Conv3d):
+        super().__init__()
+        w = conv.weight.detach()[..., 0, 0]  # [CO, CI, 3]
+        self.taps = torch.nn.Parameter(w.permute(2, 0, 1).reshape(3 * w.shape[0], w.shape[1]).contiguous(),
+                                       requires_grad=False)
+        bias = conv.bias.detach() if conv.bias is not None else w.new_zeros(w.shape[0])
+        self.bias = torch.nn.Parameter(bias.clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)):
+            weight = self.taps.unflatten(0, (3, -1)).permute(1, 2, 0)[..., None, None]
+            return torch.nn.functional.conv3d(x, weight, self.bias, padding=(1, 0, 0))
+        b, c, f, h, w = x.shape
+        rows = x.permute(0, 2, 3, 4, 1).reshape(b, f * h * w, c).contiguous()
+        out = _temporal_conv_op(rows, self.taps, self.bias, h * w)
+        return out.view(b, f, h, w, -1).permute(0, 4, 1, 2, 3)
+
+
+def triton_temporal_convs(module: torch.nn.Module) -> int:
+    """Replace every (3, 1, 1) Conv3d with padding (1, 0, 0) and channels divisible by 8 with TritonTemporalConv."""
+    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+               if _is_temporal_conv(child) and child.kernel_size[0] == 3 and child.padding[0] == 1
+               and child.in_channels % 8 == 0 and child.out_channels % 8 == 0]
+    for parent, name, child in targets:
+        setattr(parent, name, TritonTemporalConv(child))
+    return len(targets)
+
+
+def check_triton_kernels(device: str = "cuda") -> str | None:
+    """Run both kernels once on small random inputs against torch; None when they agree, else what went wrong.
+
+    A Triton or driver that cannot build them (an older Triton without tensor descriptors, say) is found here, at
+    load, instead of in the middle of a batch.
+    """
+    from diffusers.models.activations import GEGLU
+
+    try:
+        gen = torch.Generator(device).manual_seed(0)
+        geglu = GEGLU(64, 128).to(device, torch.float16)
+        x = torch.randn(300, 64, device=device, dtype=torch.float16, generator=gen)
+        fused = FusedGEGLU(geglu)
+        if not torch.allclose(fused(x).float(), geglu(x).float(), atol=2e-2, rtol=2e-2):
+            return "the fused GEGLU kernel disagrees with diffusers' GEGLU"
+        conv = torch.nn.Conv3d(32, 48, (3, 1, 1), padding=(1, 0, 0)).to(device, torch.float16)
+        v = torch.randn(2, 32, 5, 4, 6, device=device, dtype=torch.float16, generator=gen)
+        if not torch.allclose(TritonTemporalConv(conv)(v).float(), conv(v).float(), atol=2e-2, rtol=2e-2):
+            return "the temporal convolution kernel disagrees with Conv3d"
+    except Exception as exc:  # any failure to build or run the kernels means: do not use them
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return None
+
+
+class CudaGraphCall:
+    """Calls `fn` through one captured CUDA graph per distinct input signature (shapes, dtypes, other arguments).
+
+    A compiled UNet step is ~1,500 kernel launches; replaying them as a graph leaves no launch gaps on the GPU. Each
+    call copies its tensors into the graph's static inputs and returns the graph's static output, which the next call
+    overwrites: the pipeline consumes each step's output before the next step, as SVD's loop does. Calls with
+    anything but CUDA tensors and hashable values, or while another capture runs, go straight to `fn`.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.graphs: dict = {}
+
+    def __call__(self, *args, **kwargs):
+        names = tuple(kwargs)
+        values = list(args) + [kwargs[k] for k in names]
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        if not tensors or any(not t.is_cuda for t in tensors) or torch.cuda.is_current_stream_capturing():
+            return self.fn(*args, **kwargs)
+        key = (len(args), names, torch.is_inference_mode_enabled(), torch.is_grad_enabled(),
+               tuple((tuple(v.shape), v.stride(), v.dtype, v.device) if isinstance(v, torch.Tensor) else v
+                     for v in values))
+        try:
+            entry = self.graphs.get(key)
+        except TypeError:  # an unhashable argument
+            return self.fn(*args, **kwargs)
+        if entry is None:
+            entry = self.graphs[key] = self._capture(values, len(args), names)
+        static, graph, out = entry
+        for dst, src in zip(static, values):
+            if isinstance(dst, torch.Tensor):
+                dst.copy_(src)
+        graph.replay()
+        return out
+
+    def _capture(self, values, nargs, names):
+        static = [_same_kind_clone(v) if isinstance(v, torch.Tensor) else v for v in values]
+
+        def call():
+            return self.fn(*static[:nargs], **dict(zip(names, static[nargs:])))
+
+        # Warm up on a side stream first, as CUDA graph capture requires (the first call may also compile).
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                call()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = call()
+        return static, graph, out
+
+
+def _same_kind_clone(t: torch.Tensor) -> torch.Tensor:
+    # An inference tensor where the original is one and a normal tensor where not: torch.compile guards on it.
+    with torch.inference_mode(t.is_inference()):
+        return t.clone()
+
+
+def cuda_graph_calls(module: torch.nn.Module) -> bool:
+    """Route `module(...)` through CudaGraphCall (around its compiled call, if compiled); False if already routed.
+
+    Uses nn.Module's `_compiled_call_impl` hook, which `module.compile()` sets and `__call__` prefers.
+    """
+    if isinstance(getattr(module, "_compiled_call_impl", None), CudaGraphCall):
+        return False
+    module._compiled_call_impl = CudaGraphCall(module._compiled_call_impl or module._call_impl)
+    return True
+
+
+def drop_cuda_graphs(module: torch.nn.Module) -> bool:
+    """Undo cuda_graph_calls and free its graphs (before a rewrite that a captured graph would not see)."""
+    graphed = getattr(module, "_compiled_call_impl", None)
+    if not isinstance(graphed, CudaGraphCall):
+        return False
+    module._compiled_call_impl = None if graphed.fn == module._call_impl else graphed.fn
+    graphed.graphs.clear()
+    return True
 
 
 class RowChunkedFeedForward(torch.nn.Module):

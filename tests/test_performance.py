@@ -80,13 +80,14 @@ def test_one_sample_at_a_time_gives_the_batch_output(unet):
 
 def test_profiles_on_a_gpu_and_on_a_cpu():
     fast = performance.profile_settings("fast", "NVIDIA H200", 139.8)
-    assert (fast.compile, fast.compile_vae, fast.channel_stats_group_norm, fast.efficient_temporal_attention) == \
-        (True, True, True, True)
+    assert (fast.compile, fast.compile_vae, fast.channel_stats_group_norm, fast.efficient_temporal_attention,
+            fast.fused_geglu, fast.triton_temporal_conv, fast.cuda_graphs) == (True,) * 7
     low = performance.profile_settings("low", "NVIDIA H200", 139.8)
     assert (low.cpu_offload, low.unet_one_sample_at_a_time, low.decode_chunk_size, low.compile) == \
         ("model", True, 4, False)
     balanced = performance.profile_settings("balanced", "NVIDIA H200", 139.8)
-    assert not (balanced.compile or balanced.channel_stats_group_norm or balanced.efficient_temporal_attention)
+    assert not (balanced.compile or balanced.channel_stats_group_norm or balanced.efficient_temporal_attention
+                or balanced.fused_geglu or balanced.triton_temporal_conv or balanced.cuda_graphs)
     assert performance.profile_settings("auto", "NVIDIA GeForce RTX 4060 Ti", 15.6).profile == "low"
     assert performance.profile_settings("auto", "NVIDIA H200", 139.8, num_jobs=3).profile == "balanced"
     assert performance.profile_settings("fast", "cpu", 0.0) == performance.PerformanceSettings("off", "float32")
@@ -99,3 +100,60 @@ def test_optimize_pipeline_leaves_a_cpu_pipeline_alone():
     settings = performance.profile_settings("fast", "NVIDIA H200", 139.8)
     record = performance.optimize_pipeline(pipe, settings)
     assert (record["applied"], record["skipped"]) == ([], ["all: pipeline is not on a CUDA device"])
+
+
+def test_geglu_weights_are_interleaved_in_groups_of_value_then_gate_rows():
+    weight = torch.arange(256.0)[:, None].repeat(1, 3)  # row i holds i
+    w, b = performance.interleave_geglu(weight, None)
+    # The Triton kernel reads 64 value rows, then their 64 gate rows (value rows 0-127, gate rows 128-255).
+    assert w[:, 0].tolist() == [*range(0, 64), *range(128, 192), *range(64, 128), *range(192, 256)]
+    assert torch.equal(b, torch.zeros(256))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_geglu_computes_diffusers_geglu(bias):
+    from diffusers.models.activations import GEGLU
+
+    torch.manual_seed(0)
+    geglu = GEGLU(24, 192, bias=bias)
+    x = torch.randn(2, 7, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(performance.FusedGEGLU(geglu)(x), geglu(x), rtol=1e-5, atol=1e-5)
+
+
+def test_triton_temporal_conv_computes_the_conv3d():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(16, 24, (3, 1, 1), padding=(1, 0, 0))
+    x = torch.randn(2, 16, 5, 3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(performance.TritonTemporalConv(conv)(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_triton_rewrites_keep_the_unet_and_decoder_output():
+    # Off CUDA the rewritten modules compute with torch on the rearranged weights the kernels read on a GPU, so a
+    # wrong rearrangement shows here.
+    pipe = build_tiny_pipeline()
+    inputs = unet_inputs(2)
+    latents = torch.randn(4, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        reference = pipe.unet(*inputs, return_dict=False)[0]
+        frames = pipe.vae.decode(latents, num_frames=4).sample
+        assert performance.fused_geglus(pipe.unet) == 12
+        assert performance.triton_temporal_convs(pipe.unet) > 0
+        assert performance.triton_temporal_convs(pipe.vae.decoder) > 0
+        assert performance.fused_geglus(pipe.unet) == performance.triton_temporal_convs(pipe.unet) == 0
+        torch.testing.assert_close(pipe.unet(*inputs, return_dict=False)[0], reference, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(pipe.vae.decode(latents, num_frames=4).sample, frames, rtol=1e-4, atol=1e-4)
+
+
+def test_cuda_graph_calls_pass_other_calls_through_and_can_be_undone(unet):
+    inputs = unet_inputs(2)
+    with torch.no_grad():
+        reference = unet(*inputs, return_dict=False)[0]
+        assert performance.cuda_graph_calls(unet)
+        assert not performance.cuda_graph_calls(unet)
+        # CPU tensors are never captured: the call goes straight to the module.
+        assert torch.equal(unet(*inputs, return_dict=False)[0], reference)
+        assert not unet._compiled_call_impl.graphs
+        assert performance.drop_cuda_graphs(unet) and unet._compiled_call_impl is None
+        assert not performance.drop_cuda_graphs(unet)

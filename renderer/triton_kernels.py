@@ -1,0 +1,135 @@
+"""Two Triton kernels for SVD on Hopper GPUs, each a persistent GEMM over TMA descriptors. Import only where Triton
+and a CUDA device exist (performance.triton_unavailable() says whether they do).
+
+* geglu: diffusers' GEGLU, `h * gelu(gate)` with `[h, gate] = x @ W.T + b`. The projection's weight rows are stored
+  interleaved in groups of 64 (value rows, then the matching gate rows; performance.interleave_geglu), so one
+  accumulator tile holds both halves of its output columns; they are split in registers and only the product, half the projection's size, is written.
+  diffusers writes the whole projection and reads it back for the gate.
+* temporal_conv: a (3, 1, 1) Conv3d over frames on channels-last activations [B, frames·positions, C], as one
+  implicit GEMM: tap t reads the rows one frame (P positions) earlier or later, and TMA fills rows outside the clip
+  with zeros, which is the convolution's zero padding. cuDNN runs SVD's temporal convolutions at 90–500 TFLOP/s.
+
+Numerics: float32 accumulation, the bias added before rounding to the activation dtype, as cuBLAS and cuDNN do;
+GEGLU rounds the projection to that dtype, then computes gelu (exact erf form) and the product in float32 and
+rounds once. Measured against cuBLAS/cuDNN in benchmarks/triton_candidates.py (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Measured best or within 3% of the best on every SVD-XT shape on an H200 (benchmarks/triton_candidates.py).
+_GEGLU_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
+_CONV_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)
+
+
+@triton.jit
+def _tile(tile_id, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    # Grouped order: GROUP_M row tiles in a row reuse each weight tile while it is in L2.
+    per_group = GROUP_M * num_pid_n
+    first_m = (tile_id // per_group) * GROUP_M
+    group_m = min(num_pid_m - first_m, GROUP_M)
+    return first_m + (tile_id % group_m), (tile_id % per_group) // group_m
+
+
+@triton.jit
+def _geglu_kernel(x_ptr, w_ptr, b_ptr, out_ptr, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                  BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, G: tl.constexpr, NUM_SMS: tl.constexpr):
+    dtype = out_ptr.dtype.element_ty
+    x_desc = tl.make_tensor_descriptor(x_ptr, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
+    w_desc = tl.make_tensor_descriptor(w_ptr, shape=[2 * N, K], strides=[K, 1], block_shape=[2 * BLOCK_N, BLOCK_K])
+    out_desc = tl.make_tensor_descriptor(out_ptr, shape=[M, N], strides=[N, 1], block_shape=[BLOCK_M, BLOCK_N])
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)
+    for tile_id in tl.range(tl.program_id(0), num_pid_m * num_pid_n, NUM_SMS, flatten=True):
+        pid_m, pid_n = _tile(tile_id, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, 2 * BLOCK_N), dtype=tl.float32)
+        for ki in range(k_tiles):
+            acc = tl.dot(x_desc.load([off_m, ki * BLOCK_K]), w_desc.load([2 * off_n, ki * BLOCK_K]).T, acc)
+        cols = 2 * off_n + tl.arange(0, 2 * BLOCK_N)
+        acc += tl.load(b_ptr + cols, mask=cols < 2 * N, other=0.0).to(tl.float32)[None, :]
+        acc = acc.to(dtype).to(tl.float32)
+        # Columns come as [value 0:G, gate 0:G, value G:2G, gate G:2G, ...]: pair them up, then split.
+        acc = tl.reshape(acc, (BLOCK_M, BLOCK_N // G, 2, G))
+        h, g = tl.split(tl.reshape(tl.permute(acc, (0, 1, 3, 2)), (BLOCK_M, BLOCK_N, 2)))
+        out = h * (0.5 * g * (1.0 + tl.erf(g * 0.7071067811865476)))
+        out_desc.store([off_m, off_n], out.to(dtype))
+
+
+@triton.jit
+def _temporal_conv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, B, R, P, CI, CO, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, NUM_SMS: tl.constexpr):
+    # x [B, R, CI] with R = frames·P; w [3·CO, CI], tap-major; out [B, R, CO].
+    dtype = out_ptr.dtype.element_ty
+    x_desc = tl.make_tensor_descriptor(x_ptr, shape=[B, R, CI], strides=[R * CI, CI, 1],
+                                       block_shape=[1, BLOCK_M, BLOCK_K])
+    w_desc = tl.make_tensor_descriptor(w_ptr, shape=[3 * CO, CI], strides=[CI, 1], block_shape=[BLOCK_N, BLOCK_K])
+    o_desc = tl.make_tensor_descriptor(out_ptr, shape=[B, R, CO], strides=[R * CO, CO, 1],
+                                       block_shape=[1, BLOCK_M, BLOCK_N])
+    num_pid_m = tl.cdiv(R, BLOCK_M)
+    num_pid_n = tl.cdiv(CO, BLOCK_N)
+    per_b = num_pid_m * num_pid_n
+    k_tiles = tl.cdiv(CI, BLOCK_K)
+    for tile_id in tl.range(tl.program_id(0), B * per_b, NUM_SMS, flatten=True):
+        b = tile_id // per_b
+        pid_m, pid_n = _tile(tile_id % per_b, num_pid_m, num_pid_n, GROUP_M)
+        off_m = pid_m * BLOCK_M
+        off_n = pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for i in range(3 * k_tiles):
+            tap = i // k_tiles
+            k = (i % k_tiles) * BLOCK_K
+            # Rows before the first frame or after the last are out of bounds: TMA reads them as zeros.
+            a = x_desc.load([b, off_m + (tap - 1) * P, k]).reshape(BLOCK_M, BLOCK_K)
+            acc = tl.dot(a, w_desc.load([tap * CO + off_n, k]).T, acc)
+        co = off_n + tl.arange(0, BLOCK_N)
+        acc += tl.load(b_ptr + co, mask=co < CO, other=0.0).to(tl.float32)[None, :]
+        o_desc.store([b, off_m, off_n], acc.to(dtype).reshape(1, BLOCK_M, BLOCK_N))
+
+
+_SMS: dict[int, int] = {}
+
+
+def _alloc(size: int, alignment: int, stream):
+    # Global scratch for the kernels' device-side TMA descriptors (from torch's allocator, so graph capture works).
+    return torch.empty(size, device="cuda", dtype=torch.int8)
+
+
+def _num_sms(device: torch.device) -> int:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _SMS:
+        _SMS[index] = torch.cuda.get_device_properties(index).multi_processor_count
+        triton.set_allocator(_alloc)
+    return _SMS[index]
+
+
+def geglu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, group: int, config: dict | None = None
+          ) -> torch.Tensor:
+    """x [M, K] contiguous; weight [2N, K] and bias [2N] interleaved in groups of `group` rows → [M, N].
+    `config` (tile sizes, warps, stages) replaces the measured default, for benchmarks."""
+    m, k = x.shape
+    n = weight.shape[0] // 2
+    out = torch.empty(m, n, device=x.device, dtype=x.dtype)
+    sms = _num_sms(x.device)
+    cfg = config or _GEGLU_CONFIG
+    grid = (min(sms, triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"])),)
+    _geglu_kernel[grid](x, weight, bias, out, m, n, k, G=group, NUM_SMS=sms, **cfg)
+    return out
+
+
+def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, positions: int,
+                  config: dict | None = None) -> torch.Tensor:
+    """x [B, frames·positions, CI] contiguous; weight [3·CO, CI] (tap-major); bias [CO] → [B, frames·positions, CO]."""
+    b, r, ci = x.shape
+    co = weight.shape[0] // 3
+    out = torch.empty(b, r, co, device=x.device, dtype=x.dtype)
+    sms = _num_sms(x.device)
+    cfg = config or _CONV_CONFIG
+    tiles = triton.cdiv(r, cfg["BLOCK_M"]) * triton.cdiv(co, cfg["BLOCK_N"])
+    _temporal_conv_kernel[(min(sms, b * tiles),)](x, weight, bias, out, b, r, positions, ci, co, NUM_SMS=sms, **cfg)
+    return out
