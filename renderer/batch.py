@@ -316,8 +316,10 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
                 engine = Engine(plan.recipe.model, device=device, base_dir=plan.recipe.path.parent,
                                 performance={**dict(plan.recipe.performance), **(performance or {})},
                                 num_jobs=len(todo))
-            for job in todo:
+            for i, job in enumerate(todo):
                 progress.start(job)
+                if i + 1 < len(todo) and hasattr(engine, "prefetch"):
+                    engine.prefetch(todo[i + 1])  # the next input image loads while this job renders
                 outcome = _run_job(job, plan, engine, progress, guard, writer)
                 pending.append(outcome)
                 if isinstance(outcome, Future):

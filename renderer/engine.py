@@ -12,6 +12,7 @@ import gc
 import os
 import re
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -171,6 +172,8 @@ class Engine:
         self.num_jobs = num_jobs
         self.speed: performance.PerformanceSettings | None = None
         self.performance: dict = {}  # what optimize_pipeline applied, for sidecars
+        self._prefetched: dict[str, Future] = {}
+        self._loader: ThreadPoolExecutor | None = None
 
     def load(self) -> LoadedModel:
         """Load the pipeline if it is not loaded yet (one load per Engine), with the performance profile applied."""
@@ -188,13 +191,29 @@ class Engine:
             self.loads += 1
         return self.info
 
+    def prefetch(self, job: Job) -> None:
+        """Start decoding and fitting `job`'s input image on a background thread, for render() to pick up.
+
+        The batch calls this for the next job while the current one renders, so the GPU does not wait for it.
+        """
+        if job.id not in self._prefetched:
+            if self._loader is None:
+                self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svdrender-prefetch")
+            self._prefetched[job.id] = self._loader.submit(self._fitted_image, job)
+
+    @staticmethod
+    def _fitted_image(job: Job):
+        s = job.settings
+        return images.fit_image(images.load_image(job.image), s.width, s.height, s.fit)
+
     def render(self, job: Job, on_step: Callable[[int, int], None] | None = None) -> Rendered:
         """Render one job to uint8 frames."""
         self.load()
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         s = job.settings
-        image = images.fit_image(images.load_image(job.image), s.width, s.height, s.fit)
+        prefetched = self._prefetched.pop(job.id, None)
+        image = prefetched.result() if prefetched is not None else self._fitted_image(job)  # its errors, raised here
         scheduler, call_kwargs, generator = self._sampler(job)
         timings["prepare"] = time.perf_counter() - t0
 

@@ -12,7 +12,7 @@ import torch
 from conftest import TINY_RECIPE
 from renderer import schedulers
 from renderer.engine import Engine, load_pipeline
-from renderer.errors import ModelUnavailableError
+from renderer.errors import ImageError, ModelUnavailableError
 from renderer.images import fit_image, load_image
 from renderer.plan import make_plan
 from renderer.recipe import ModelSpec, load_recipe
@@ -68,6 +68,19 @@ def test_frames_do_not_depend_on_order_or_global_rng(write_recipe, tiny_engine):
     again = {j.id: hashlib.sha256(tiny_engine.render(j).frames.tobytes()).hexdigest() for j in reversed(jobs)}
     assert first == again
     assert len(set(first.values())) == 4  # seeds and presets really change the frames
+
+
+def test_a_prefetched_input_renders_the_same_frames_and_keeps_its_errors(write_recipe, tiny_engine):
+    jobs = make_plan(load_recipe(write_recipe(RECIPE_3))).jobs
+    direct = tiny_engine.render(jobs[1]).frames
+    tiny_engine.prefetch(jobs[1])
+    assert np.array_equal(tiny_engine.render(jobs[1]).frames, direct)
+    # A file broken after planning fails its own job, when it renders, with the image error.
+    Path(jobs[2].image).write_bytes(b"not an image")
+    tiny_engine.prefetch(jobs[2])
+    with pytest.raises(ImageError, match="coffee"):
+        tiny_engine.render(jobs[2])
+    assert not tiny_engine._prefetched
 
 
 def _save_tiny(folder: Path) -> None:
