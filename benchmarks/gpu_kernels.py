@@ -7,12 +7,12 @@ One process, full-size SVD-XT UNet with random weights, the cross-attention shor
      backend; prints achieved TFLOP/s and the step's total per op family;
   3. times the eager step and the compiled step with cudnn.benchmark off and on, and profiles the compiled step by
      kernel family and top kernels.
-With `--stages rewrites` it measures renderer.performance's per-channel GroupNorm and temporal attention kernel
-instead: each in eager, then the UNet and the VAE decoder compiled with them.
+With `--stages fused` it measures instead where a pipeline call's preparation time goes, every VAE decoder
+convolution alone, and the compiled UNet step without and with CUDA graph replay and renderer/triton_kernels.py.
 Each stage is appended to --json as it finishes, so a run cut short still reports.
 
     python benchmarks/gpu_kernels.py --json kernels.json
-    python benchmarks/gpu_kernels.py --stages rewrites --json rewrites.json
+    python benchmarks/gpu_kernels.py --stages fused --json fused.json
     python benchmarks/gpu_kernels.py --tiny --json /tmp/k.json     # CPU smoke test of the script
 """
 
@@ -41,7 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--budget-s", type=float, default=520.0, help="skip stages that would start after this")
     p.add_argument("--stages", default="record,micro,eager,compile,vae",
-                   help="comma-separated stages: record,micro,eager,compile,vae; or 'rewrites' for the new rewrites")
+                   help="comma-separated stages: record,micro,eager,compile,vae; or 'fused' for this round's")
     return p.parse_args(argv)
 
 
@@ -268,9 +268,9 @@ def main(argv=None) -> int:
     def step():
         return unet(sample, t, encoder_hidden_states=emb, added_time_ids=time_ids, return_dict=False)[0]
 
-    if "rewrites" in stages:
+    if "fused" in stages:
         with torch.inference_mode():
-            return rewrite_stages(pipe, step, timer, save, time_left, device, dtype, frames, lh, lw, g, args)
+            return fused_stages(pipe, step, timer, save, time_left, device, dtype, frames, lh, lw, g, args)
 
     with torch.inference_mode():
         recorder = CallRecorder()
@@ -320,40 +320,118 @@ def main(argv=None) -> int:
     return 0
 
 
-def rewrite_stages(pipe, step, timer, save, time_left, device, dtype, frames, lh, lw, g, args) -> int:
-    """The per-channel GroupNorm and the temporal attention kernel in eager (output change, step time), then the UNet
-    compiled with both (step time, profile) and the VAE decoder compiled with the GroupNorm one."""
+def pipeline_overhead(pipe, device, dtype, timer, save, frames, lh, lw):
+    """Where one pipeline call's time goes besides the UNet steps: each preparation step, synchronised."""
+    from PIL import Image
+
+    from renderer import images
+
+    image = images.fit_image(images.load_image(os.path.join(HERE, "..", "recipes", "inputs", "astronaut.png")),
+                             lw * 8, lh * 8, "crop")
+    spent: Counter = Counter()
+
+    def timed(name, fn):
+        def wrapper(*a, **kw):
+            timer.sync()
+            t0 = time.perf_counter()
+            out = fn(*a, **kw)
+            timer.sync()
+            spent[name] += time.perf_counter() - t0
+            return out
+        return wrapper
+
+    originals = {}
+    for owner, attr, name in ((pipe, "_encode_image", "clip_encode"), (pipe, "_encode_vae_image", "vae_encode"),
+                              (pipe.video_processor, "preprocess", "vae_preprocess"),
+                              (pipe, "prepare_latents", "prepare_latents"), (pipe.vae, "to", "vae_dtype_casts"),
+                              (pipe.unet, "forward", "unet"), (pipe.scheduler, "step", "scheduler_step")):
+        originals[(owner, attr)] = getattr(owner, attr)
+        setattr(owner, attr, timed(name, getattr(owner, attr)))
+    try:
+        for _ in range(2):  # the second call is the one reported
+            spent.clear()
+            timer.sync()
+            t0 = time.perf_counter()
+            pipe(image, height=lh * 8, width=lw * 8, num_frames=frames, num_inference_steps=2, decode_chunk_size=8,
+                 generator=torch.manual_seed(1), output_type="latent")
+            timer.sync()
+            total = time.perf_counter() - t0
+    finally:
+        for (owner, attr), fn in originals.items():
+            setattr(owner, attr, fn)
+    rest = total - sum(spent.values())
+    save("pipeline_overhead", {"call_s": round(total, 4), **{k: round(v, 4) for k, v in spent.items()},
+                               "unaccounted_s": round(rest, 4), "image": isinstance(image, Image.Image)})
+
+
+def vae_convs(pipe, device, dtype, timer, save, iters, frames, lh, lw, g):
+    """Every convolution of one video's decode (chunks of 8), timed alone with the kernel cuDNN picks."""
+    from torch.profiler import ProfilerActivity, profile
+
+    vae, decode = video_decoder(pipe, device, dtype, frames, lh, lw, g)
+    recorder = CallRecorder()
+    with recorder:
+        decode()
+    micro_convs(recorder.calls, device, dtype, timer, iters, lambda stage, value: save("vae_" + stage, value))
+    kernels = {}
+    for key in recorder.calls:
+        if key[0] != "conv":
+            continue
+        _, xs, xst, ws, stride, padding = key
+        x = torch.empty_strided(xs, xst, device=device, dtype=dtype).normal_()
+        w = torch.randn(ws, device=device, dtype=dtype) * 0.02
+        pad = padding if len(padding) > 1 else padding[0]
+        st = stride if len(stride) > 1 else stride[0]
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            F.conv2d(x, w, None, st, pad) if len(ws) == 4 else F.conv3d(x, w, None, st, pad)
+            torch.cuda.synchronize()
+        kernels[str((xs, ws))] = [e.key[:90] for e in prof.key_averages() if not e.key.startswith(("aten", "cuda"))]
+    save("vae_conv_kernels", kernels)
+
+
+def unet_variants(pipe, step, timer, save, time_left, device, args):
+    """The compiled UNet step with the earlier `fast` rewrites, then with CUDA graph replay; then the same with the
+    Triton kernels (fused GEGLU, temporal convolution) added."""
     from renderer import performance
 
     unet = pipe.unet
+    performance.channel_stats_group_norms(unet)
+    performance.efficient_temporal_attention(unet)
     t_ref, ref = timer(step, warmup=1, iters=args.iters)
-    save("eager_baseline", {"step_s": round(t_ref, 4)})
-    for name, rewrite in (("channel_stats_group_norm", performance.channel_stats_group_norms),
-                          ("efficient_temporal_attention", performance.efficient_temporal_attention)):
-        n = rewrite(unet)
-        ts, out = timer(step, warmup=2, iters=args.iters)
-        save(f"eager_plus_{name}", {"layers": n, "step_s": round(ts, 4), **diff(out, ref)})
-
-    if time_left(200):
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/svdr-kernels-inductor")
+    save("eager_fast_rewrites", {"step_s": round(t_ref, 4)})
+    if device.type != "cuda":
+        return 0
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/svdr-kernels-inductor")
+    for variant in ("fast", "fast+triton"):
+        if not time_left(200):
+            break
+        if variant.endswith("triton"):
+            performance.drop_cuda_graphs(unet)
+            torch._dynamo.reset()
+            unet._compiled_call_impl = None
+            n = (performance.fused_geglus(unet), performance.triton_temporal_convs(unet))
+            te, out = timer(step, warmup=1, iters=args.iters)
+            save("eager_triton", {"layers": n, "step_s": round(te, 4), **diff(out, ref)})
         unet.compile(fullgraph=True, dynamic=False)
         first = first_call_s(step, timer)
         ts, out = timer(step, warmup=2, iters=args.iters)
-        save("compiled_all_rewrites", {"step_s": round(ts, 4), "first_call_s": round(first, 1), **diff(out, ref)})
-        save("compiled_all_rewrites_profile", kernel_breakdown(step, device))
-        write_kernel_table(step, device, args, "compiled_rewrites_kernels.txt", rows=80)
-
-    if time_left(130):
-        vae, decode = video_decoder(pipe, device, dtype, frames, lh, lw, g)
-        tv, vref = timer(decode, warmup=1, iters=2)
-        n = performance.channel_stats_group_norms(vae.decoder)
-        vae.decoder.compile(dynamic=False)
-        first = first_call_s(decode, timer)
-        tc, out = timer(decode, warmup=1, iters=3)
-        save("vae_decode_compiled_group_norm", {"eager_s": round(tv, 3), "compiled_s": round(tc, 3), "norms": n,
-                                                "first_call_s": round(first, 1), **diff(out, vref)})
-        save("vae_compiled_group_norm_profile", kernel_breakdown(decode, device))
+        save(f"compiled_{variant}", {"step_s": round(ts, 4), "first_call_s": round(first, 1), **diff(out, ref)})
+        performance.cuda_graph_calls(unet)
+        first = first_call_s(step, timer)
+        tg, outg = timer(step, warmup=2, iters=args.iters)
+        save(f"compiled_graphed_{variant}", {"step_s": round(tg, 4), "capture_s": round(first, 1),
+                                              **diff(outg, ref), "vs_compiled": diff(outg, out)})
+        save(f"compiled_graphed_{variant}_profile", kernel_breakdown(step, device))
     return 0
+
+
+def fused_stages(pipe, step, timer, save, time_left, device, dtype, frames, lh, lw, g, args) -> int:
+    """A pipeline call's preparation, the VAE decoder's convolutions, and the compiled UNet with CUDA graphs and the
+    Triton kernels (their per-shape numbers: benchmarks/triton_candidates.py)."""
+    pipeline_overhead(pipe, device, dtype, timer, save, frames, lh, lw)
+    if device.type == "cuda":
+        vae_convs(pipe, device, dtype, timer, save, args.iters, frames, lh, lw, g)
+    return unet_variants(pipe, step, timer, save, time_left, device, args)
 
 
 if __name__ == "__main__":

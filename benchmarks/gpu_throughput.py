@@ -24,6 +24,7 @@ A profile spec is a name from renderer.performance.PROFILES, optionally with `+k
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -85,6 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--jobs", type=int, default=None, help="render only the first N jobs of the batch")
     p.add_argument("--warmup-steps", type=int, default=2, help="denoising steps of the untimed warm-up job")
     p.add_argument("--no-plain", action="store_true", help="skip path (a); no frame comparison")
+    p.add_argument("--plain-last", action="store_true", help="run path (a) after the profiles (a profile that "
+                   "fails then fails first)")
     p.add_argument("--compile-cache-dir", default=None, help="TORCHINDUCTOR_CACHE_DIR for compiling profiles")
     p.add_argument("--out-dir", default=None, help="keep recipes and renders here (default: a temporary folder)")
     return p.parse_args(argv)
@@ -181,6 +184,7 @@ def memory_stats(device) -> dict:
 
 def reset_memory(device):
     if device.type == "cuda":
+        gc.collect()
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -256,8 +260,9 @@ def parse_spec(spec: str) -> dict:
     return request
 
 
-def run_profile(spec: str, work: Path, args, device, reference) -> dict:
-    """Path (b) for one profile spec: svdrender's run_plan with a real Engine, after a warm-up plan on it."""
+def run_profile(spec: str, work: Path, args, device) -> tuple[dict, dict]:
+    """Path (b) for one profile spec: svdrender's run_plan with a real Engine, after a warm-up plan on it; returns
+    the report and each job's frames."""
     from renderer.batch import run_plan
     from renderer.engine import Engine
 
@@ -304,17 +309,19 @@ def run_profile(spec: str, work: Path, args, device, reference) -> dict:
         steps = engine.steps[r.job.id]
         per_job.append({"job": r.job.id, "timings": r.sidecar["timings"],
                         "step_s_median": round(statistics.median(steps), 4) if steps else None})
-    accuracy = {jid: compare(frames, reference[jid]) for jid, frames in engine.frames.items() if jid in reference}
-    return {
+    report = {
         "request": request,
         "performance": engine.performance,
         "load_s": engine.info.load_seconds,
         "warmup_s": round(warmup_s, 2),
         "batch_s": round(batch_s, 3),
         "jobs": per_job,
-        "accuracy_vs_plain": accuracy,
         **memory_stats(device),
     }
+    frames = engine.frames
+    engine = None  # frees the GPU for the next path
+    reset_memory(device)
+    return report, frames
 
 
 def summarize(name: str, rep: dict, n: int, flop: float | None, plain_spv: float | None) -> dict:
@@ -373,20 +380,29 @@ def main(argv=None) -> int:
             json.dump(report, f, indent=1, default=str)
 
     flop = None if args.tiny else video_flop(args.frames, args.steps, args.height, args.width)
-    rows, reference, plain_spv = [], {}, None
-    if not args.no_plain:
+
+    def plain_path():
         plain, reference = run_plain(plan, args, device, dtype, work / "plain")
         report["paths"]["plain"] = plain
-        rows.append(summarize("plain", plain, n, flop, None))
-        plain_spv = rows[-1]["s_per_video"]
-        print(f"plain: {json.dumps(rows[-1])}", flush=True)
+        print(f"plain: batch {plain['batch_s']} s", flush=True)
         save()
+        return reference
+
+    reference = plain_path() if not args.no_plain and not args.plain_last else {}
+    frames_by_spec = {}
     for i, spec in enumerate(s.strip() for s in args.profiles.split(",") if s.strip()):
-        rep = run_profile(spec, work / f"profile-{i}", args, device, reference)
-        report["paths"][spec] = rep
-        rows.append(summarize(spec, rep, n, flop, plain_spv))
-        print(f"{spec}: {json.dumps(rows[-1])}", flush=True)
+        report["paths"][spec], frames_by_spec[spec] = run_profile(spec, work / f"profile-{i}", args, device)
+        print(f"{spec}: batch {report['paths'][spec]['batch_s']} s", flush=True)
         save()
+    if not args.no_plain and args.plain_last:
+        reference = plain_path()
+    plain = report["paths"].get("plain")
+    rows = [summarize("plain", plain, n, flop, None)] if plain else []
+    plain_spv = rows[0]["s_per_video"] if rows else None
+    for spec, frames in frames_by_spec.items():
+        rep = report["paths"][spec]
+        rep["accuracy_vs_plain"] = {jid: compare(f, reference[jid]) for jid, f in frames.items() if jid in reference}
+        rows.append(summarize(spec, rep, n, flop, plain_spv))
     report["summary"] = rows
     save()
 
