@@ -3,8 +3,8 @@ and a CUDA device exist (performance.triton_unavailable() says whether they do).
 
 * geglu: diffusers' GEGLU, `h * gelu(gate)` with `[h, gate] = x @ W.T + b`. The projection's weight rows are stored
   interleaved in groups of 64 (value rows, then the matching gate rows; performance.interleave_geglu), so one
-  accumulator tile holds both halves of its output columns; they are split in registers and only the product, half the projection's size, is written.
-  diffusers writes the whole projection and reads it back for the gate.
+  accumulator tile holds both halves of its output columns; they are split in registers and only the product, half
+  the projection's size, is written. diffusers writes the whole projection and reads it back for the gate.
 * temporal_conv: a (3, 1, 1) Conv3d over frames on channels-last activations [B, frames·positions, C], as one
   implicit GEMM: tap t reads the rows one frame (P positions) earlier or later, and TMA fills rows outside the clip
   with zeros, which is the convolution's zero padding. cuDNN runs SVD's temporal convolutions at 90–500 TFLOP/s.
@@ -20,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-# Measured best or within 3% of the best on every SVD-XT shape on an H200 (benchmarks/triton_candidates.py).
+# Chosen on an H200 (benchmarks/triton_candidates.py): GEGLU's is within 3% of the best configuration on every SVD-XT
+# shape; the convolution's is the best on all but one shape (10% behind there).
 _GEGLU_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
 _CONV_CONFIG = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=4, num_stages=4)
 
