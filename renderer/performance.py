@@ -633,6 +633,8 @@ class CudaGraphCall:
     anything but CUDA tensors and hashable values, or while another capture runs, go straight to `fn`.
     """
 
+    MAX_GRAPHS = 4  # each holds its own memory pool (a UNet step's activations)
+
     def __init__(self, fn):
         self.fn = fn
         self.graphs: dict = {}
@@ -651,6 +653,8 @@ class CudaGraphCall:
         except TypeError:  # an unhashable argument
             return self.fn(*args, **kwargs)
         if entry is None:
+            if len(self.graphs) >= self.MAX_GRAPHS:  # an argument that changes every call: graphs would not pay
+                return self.fn(*args, **kwargs)
             entry = self.graphs[key] = self._capture(values, len(args), names)
         static, graph, out = entry
         for dst, src in zip(static, values):
