@@ -80,17 +80,22 @@ def conv_flop(x_shape, w_shape, out_shape) -> float:
     return 2.0 * n_out * cin_g * k
 
 
+def recorded_conv(key, device, dtype):
+    """Random input (with the recorded strides) and weight for a CallRecorder conv key, the function, stride, padding."""
+    _, xs, xst, ws, stride, padding = key
+    x = torch.empty_strided(xs, xst, device=device, dtype=dtype).normal_()
+    w = torch.randn(ws, device=device, dtype=dtype) * 0.02
+    fn = F.conv2d if len(ws) == 4 else F.conv3d
+    return x, w, fn, stride if len(stride) > 1 else stride[0], padding if len(padding) > 1 else padding[0]
+
+
 def micro_convs(calls, device, dtype, timer, iters, save):
     rows, totals = [], {"heuristic_s": 0.0, "benchmark_s": 0.0, "best_s": 0.0, "flop": 0.0}
     for key, count in sorted(calls.items(), key=lambda kv: str(kv[0])):
         if key[0] != "conv":
             continue
-        _, xs, xst, ws, stride, padding = key
-        x = torch.empty_strided(xs, xst, device=device, dtype=dtype).normal_()
-        w = torch.randn(ws, device=device, dtype=dtype) * 0.02
-        fn = F.conv2d if len(ws) == 4 else F.conv3d
-        pad = padding if len(padding) > 1 else padding[0]
-        st = stride if len(stride) > 1 else stride[0]
+        _, xs, xst, ws, stride, _ = key
+        x, w, fn, st, pad = recorded_conv(key, device, dtype)
         row = {"x": xs, "x_stride": xst, "w": ws, "stride": st, "padding": pad, "count": count}
         try:
             for layout in ("as_recorded", "channels_last"):
@@ -377,15 +382,11 @@ def vae_convs(pipe, device, dtype, timer, save, iters, frames, lh, lw, g):
     for key in recorder.calls:
         if key[0] != "conv":
             continue
-        _, xs, xst, ws, stride, padding = key
-        x = torch.empty_strided(xs, xst, device=device, dtype=dtype).normal_()
-        w = torch.randn(ws, device=device, dtype=dtype) * 0.02
-        pad = padding if len(padding) > 1 else padding[0]
-        st = stride if len(stride) > 1 else stride[0]
+        x, w, fn, st, pad = recorded_conv(key, device, dtype)
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            F.conv2d(x, w, None, st, pad) if len(ws) == 4 else F.conv3d(x, w, None, st, pad)
+            fn(x, w, None, st, pad)
             torch.cuda.synchronize()
-        kernels[str((xs, ws))] = [e.key[:90] for e in prof.key_averages() if not e.key.startswith(("aten", "cuda"))]
+        kernels[str((tuple(x.shape), tuple(w.shape)))] = [e.key[:90] for e in prof.key_averages() if not e.key.startswith(("aten", "cuda"))]
     save("vae_conv_kernels", kernels)
 
 

@@ -36,11 +36,11 @@ ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
 CPU_OFFLOAD_MODES = ("none", "model", "sequential")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 
-# Full-size SVD-XT peaks at 15.1 GiB allocated plain and 10.0 GiB compiled (18.2 GiB reserved); below this much VRAM
-# `auto` takes the offloading `low` profile (5.6 GiB allocated, 6.8 GiB reserved) instead.
+# Full-size SVD-XT peaks at 15.1 GiB allocated plain and 10.1 GiB with `fast` (19.3 GiB reserved); below this much
+# VRAM `auto` takes the offloading `low` profile (5.6 GiB allocated, 6.8 GiB reserved) instead.
 FAST_MIN_VRAM_GIB = 20.0
-# A cold compile costs ~290 s and a warm one (persistent cache) ~22 s, against ~6.6 s saved per video: with fewer
-# jobs than this, `auto` does not compile.
+# A cold start of `fast` costs ~215 s and a warm one (persistent cache) ~35 s, against ~8.8 s saved per video: with
+# fewer jobs than this, `auto` does not compile.
 COMPILE_MIN_JOBS = 4
 # Decoding 8 frames at a time peaks at 11.0 GiB even with offloading; 4 keeps `low` at 6.8 GiB reserved (2: 6.1 GiB,
 # and slower). The temporal decoder mixes frames within a chunk, so this changes the frames (docs/performance.md).
@@ -422,11 +422,7 @@ class ChannelStatsGroupNorm(torch.nn.Module):
 
 def channel_stats_group_norms(module: torch.nn.Module) -> int:
     """Replace every torch.nn.GroupNorm under `module` with ChannelStatsGroupNorm; returns how many."""
-    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-               if type(child) is torch.nn.GroupNorm]
-    for parent, name, child in targets:
-        setattr(parent, name, ChannelStatsGroupNorm(child))
-    return len(targets)
+    return _replace_children(module, lambda child, parent: type(child) is torch.nn.GroupNorm, ChannelStatsGroupNorm)
 
 
 class EfficientShortAttnProcessor:
@@ -530,7 +526,7 @@ def _(x, weight, bias, positions):
 class FusedGEGLU(torch.nn.Module):
     """diffusers' GEGLU (`h * gelu(gate)`, `[h, gate] = proj(x)`) as one Triton GEMM that writes only the product.
 
-    The projection's weight is stored interleaved (renderer/triton_kernels.py), replacing the original, so no memory
+    The projection's weight is stored interleaved (interleave_geglu), replacing the original, so no memory
     is added. Same function; the product is rounded once where diffusers rounds gelu(gate) and the product
     separately. Inputs other than fp16/bf16 on CUDA take the same interleaved weights through torch.
     """
@@ -556,12 +552,11 @@ def fused_geglus(module: torch.nn.Module) -> int:
     """Replace every diffusers GEGLU under `module` whose sizes suit the kernel with FusedGEGLU; returns how many."""
     from diffusers.models.activations import GEGLU
 
-    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-               if type(child) is GEGLU and child.proj.in_features % 8 == 0
-               and child.proj.out_features % (2 * GEGLU_GROUP) == 0]
-    for parent, name, child in targets:
-        setattr(parent, name, FusedGEGLU(child))
-    return len(targets)
+    def wanted(child, parent):
+        return (type(child) is GEGLU and child.proj.in_features % 8 == 0
+                and child.proj.out_features % (2 * GEGLU_GROUP) == 0)
+
+    return _replace_children(module, wanted, FusedGEGLU)
 
 
 class TritonTemporalConv(torch.nn.Module):
@@ -592,12 +587,11 @@ class TritonTemporalConv(torch.nn.Module):
 
 def triton_temporal_convs(module: torch.nn.Module) -> int:
     """Replace every (3, 1, 1) Conv3d with padding (1, 0, 0) and channels divisible by 8 with TritonTemporalConv."""
-    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-               if _is_temporal_conv(child) and child.kernel_size[0] == 3 and child.padding[0] == 1
-               and child.in_channels % 8 == 0 and child.out_channels % 8 == 0]
-    for parent, name, child in targets:
-        setattr(parent, name, TritonTemporalConv(child))
-    return len(targets)
+    def wanted(child, parent):
+        return (_is_temporal_conv(child) and child.kernel_size[0] == 3 and child.padding[0] == 1
+                and child.in_channels % 8 == 0 and child.out_channels % 8 == 0)
+
+    return _replace_children(module, wanted, TritonTemporalConv)
 
 
 def check_triton_kernels(device: str = "cuda") -> str | None:
@@ -739,13 +733,14 @@ def chunk_feed_forwards(module: torch.nn.Module, max_bytes: int = FEED_FORWARD_C
     """Wrap every diffusers FeedForward under `module` in RowChunkedFeedForward; returns how many."""
     from diffusers.models.attention import FeedForward
 
-    targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-               if isinstance(child, FeedForward) and not isinstance(parent, RowChunkedFeedForward)]
-    for parent, name, ff in targets:
+    def chunked(ff):
         widest = max(m.out_features for m in ff.modules() if isinstance(m, torch.nn.Linear))
         itemsize = next(ff.parameters()).element_size()
-        setattr(parent, name, RowChunkedFeedForward(ff, max(1, max_bytes // (widest * itemsize))))
-    return len(targets)
+        return RowChunkedFeedForward(ff, max(1, max_bytes // (widest * itemsize)))
+
+    return _replace_children(
+        module, lambda child, parent: isinstance(child, FeedForward) and not isinstance(parent, RowChunkedFeedForward),
+        chunked)
 
 
 def one_sample_at_a_time(unet: torch.nn.Module) -> bool:
@@ -794,10 +789,16 @@ def _is_temporal_conv(m: torch.nn.Module) -> bool:
 
 def temporal_convs_as_2d(module: torch.nn.Module) -> int:
     """Replace every (k, 1, 1) Conv3d under `module` with TemporalConvAs2d; returns how many."""
+    return _replace_children(module, lambda child, parent: _is_temporal_conv(child), TemporalConvAs2d)
+
+
+def _replace_children(module: torch.nn.Module, wanted, make) -> int:
+    """Replace every submodule `child` of `module` for which wanted(child, its parent) holds with make(child);
+    returns how many. The matches are collected first, so a replacement is never itself visited."""
     targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
-               if _is_temporal_conv(child)]
+               if wanted(child, parent)]
     for parent, name, child in targets:
-        setattr(parent, name, TemporalConvAs2d(child))
+        setattr(parent, name, make(child))
     return len(targets)
 
 
