@@ -73,8 +73,11 @@ def test_frames_do_not_depend_on_order_or_global_rng(write_recipe, tiny_engine):
 def test_a_prefetched_input_renders_the_same_frames_and_keeps_its_errors(write_recipe, tiny_engine):
     jobs = make_plan(load_recipe(write_recipe(RECIPE_3))).jobs
     direct = tiny_engine.render(jobs[1]).frames
+    used = tiny_engine.clip_input.used
     tiny_engine.prefetch(jobs[1])
+    # The prefetch thread also prepared the CLIP input (diffusers' resize), and the pipeline used it: same frames.
     assert np.array_equal(tiny_engine.render(jobs[1]).frames, direct)
+    assert tiny_engine.clip_input.used == used + 1
     # A file broken after planning fails its own job, when it renders, with the image error.
     Path(jobs[2].image).write_bytes(b"not an image")
     tiny_engine.prefetch(jobs[2])
