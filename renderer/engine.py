@@ -160,9 +160,9 @@ class PreparedClipInput:
 
     SVD conditions on a CLIP embedding of the input image, and diffusers first resizes the image to 224×224 with
     an antialiasing blur on the CPU while the GPU waits (part of the 0.1 s a job that CLIP encoding measured on an
-    H200 machine; docs/performance.md). The engine runs those same diffusers lines for the next job on its prefetch thread, while the
-    current job renders; given the result, a tensor, _encode_image skips its own resize and goes on unchanged, so
-    the embedding is the same bit for bit.
+    H200 machine; docs/performance.md). The engine runs those same diffusers lines for the next job on its
+    prefetch thread, while the current job renders; given the result, a tensor, _encode_image skips its own resize
+    and goes on unchanged, so the embedding is the same bit for bit.
     """
 
     def __init__(self, pipe):
