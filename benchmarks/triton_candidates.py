@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", required=True)
     p.add_argument("--iters", type=int, default=7)
+    p.add_argument("--kernels", default="geglu,conv", help="comma-separated: geglu, conv")
+    p.add_argument("--configs", choices=("all", "default"), default="all",
+                   help="default: only the configuration the renderer uses")
     args = p.parse_args(argv)
 
     import triton
@@ -73,8 +76,11 @@ def main(argv=None) -> int:
 
     compiled = torch.compile(geglu_reference, dynamic=False)
     torch.manual_seed(0)
+    kernels = args.kernels.split(",")
+    geglu_configs = GEGLU_CONFIGS if args.configs == "all" else GEGLU_CONFIGS[:1]
+    conv_configs = CONV_CONFIGS if args.configs == "all" else CONV_CONFIGS[:1]
     with torch.inference_mode():
-        for m, k, n, count in GEGLU_SHAPES:
+        for m, k, n, count in GEGLU_SHAPES if "geglu" in kernels else ():
             x = torch.randn(m, k, device=device, dtype=dtype)
             w = torch.randn(2 * n, k, device=device, dtype=dtype) / k**0.5
             b = torch.randn(2 * n, device=device, dtype=dtype) * 0.1
@@ -84,11 +90,21 @@ def main(argv=None) -> int:
             t, out = timer(lambda: compiled(x, w, b), warmup=2, iters=args.iters)
             row["compiled_ms"], row["compiled_rel_l2"] = round(t * 1e3, 3), round(diff(out, exact)["rel_l2"], 6)
             wi, bi = performance.interleave_geglu(w, b)
-            sweep(row, GEGLU_CONFIGS, lambda cfg: triton_kernels.geglu(x, wi, bi, performance.GEGLU_GROUP, cfg),
+            sweep(row, geglu_configs, lambda cfg: triton_kernels.geglu(x, wi, bi, performance.GEGLU_GROUP, cfg),
                   exact, 4.0 * m * k * n, timer, args.iters)
+            # The erf in the epilogue: libdevice's, Abramowitz & Stegun 7.1.26 on the special-function units, and
+            # gelu's tanh form; each against the libdevice kernel's own output (how many fp16 outputs move).
+            libdevice = triton_kernels.geglu(x, wi, bi, performance.GEGLU_GROUP, gelu="erf")
+            for form in ("erf", "as", "tanh"):
+                t, out = timer(lambda: triton_kernels.geglu(x, wi, bi, performance.GEGLU_GROUP, gelu=form),
+                               warmup=2, iters=args.iters)
+                moved = out != libdevice
+                row[f"gelu_{form}"] = {"ms": round(t * 1e3, 3), "rel_l2": round(diff(out, exact)["rel_l2"], 7),
+                                       "max_abs_vs_libdevice": (out.float() - libdevice.float()).abs().max().item(),
+                                       "moved_pct": round(moved.float().mean().item() * 100, 4)}
             save("geglu", row)
 
-        for bsz, c, f, pos, count in CONV_SHAPES:
+        for bsz, c, f, pos, count in CONV_SHAPES if "conv" in kernels else ():
             x = torch.randn(bsz, c, f, pos, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
             w = torch.randn(c, c, 3, 1, device=device, dtype=dtype) / (3 * c) ** 0.5
             b = torch.randn(c, device=device, dtype=dtype) * 0.1
@@ -102,7 +118,7 @@ def main(argv=None) -> int:
             rows_in = x.permute(0, 2, 3, 1).reshape(bsz, f * pos, c)  # channels-last memory: already contiguous
             taps = w[..., 0].permute(2, 0, 1).reshape(3 * c, c).contiguous()
             exact_rows = exact.permute(0, 2, 3, 1).reshape(bsz, f * pos, c)
-            sweep(row, CONV_CONFIGS, lambda cfg: triton_kernels.temporal_conv(rows_in, taps, b, pos, cfg),
+            sweep(row, conv_configs, lambda cfg: triton_kernels.temporal_conv(rows_in, taps, b, pos, cfg),
                   exact_rows, flop, timer, args.iters)
             save("conv", row)
     return 0

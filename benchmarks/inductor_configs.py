@@ -1,0 +1,162 @@
+"""Which Inductor settings make the compiled `fast` UNet's own kernels faster: one block at a time, side by side.
+
+Compiling the whole UNet takes minutes, so this compiles single blocks of it (the 320-channel spatio-temporal
+transformer and ResNet block, which run at full latent resolution and hold most of the memory-bound time, and a
+1,280-channel transformer) under each Inductor setting, on the inputs they receive in a real step, and times each
+as a replayed CUDA graph, as `fast` runs it. Every output is compared with the eager block's.
+
+    python benchmarks/inductor_configs.py --json configs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, ".."), HERE]
+
+# torch.compile `options`: Inductor config keys.
+VARIANTS = {
+    "default": {},
+    # Layer norms fused with a permuted load or store get ReductionHint.DEFAULT, whose persistent-reduction limit is
+    # 64 elements, so 320-1,280-channel norms are generated as two-pass loops. multi_kernel raises the limit 16x
+    # and generates both forms, picking the faster one by timing them on the first call.
+    "multi_kernel": {"triton.multi_kernel": 1},
+    # Inductor times block-size neighbours of each kernel's heuristic configuration at compile time.
+    "coordinate_descent": {"coordinate_descent_tuning": True},
+    "multi_kernel+coordinate_descent": {"triton.multi_kernel": 1, "coordinate_descent_tuning": True},
+}
+BLOCKS = {
+    "transformer_320": "down_blocks.0.attentions.0",
+    "resnet_320": "down_blocks.0.resnets.0",
+    "up_transformer_320": "up_blocks.3.attentions.2",
+    "transformer_1280": "down_blocks.2.attentions.0",
+}
+
+
+def capture_inputs(unet, names, call):
+    """Each named block's (args, kwargs) in one eager UNet call, cloned."""
+    seen: dict = {}
+    clone = lambda v: v.clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    hooks = [unet.get_submodule(path).register_forward_pre_hook(
+        lambda m, a, kw, name=name: seen.setdefault(name, ([clone(x) for x in a], {k: clone(v) for k, v in kw.items()})),
+        with_kwargs=True) for name, path in names.items()]
+    try:
+        call()
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return first_tensor(out[0])
+    return out.sample
+
+
+def time_graph(fn, iters: int) -> float:
+    """Median ms of `fn` replayed as a CUDA graph (warmed up on a side stream first)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", required=True)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--blocks", default=",".join(BLOCKS))
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--budget-s", type=float, default=540.0, help="skip what would start after this")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/svdr-configs-inductor")
+
+    from gpu_throughput import build_full_pipeline
+
+    from renderer import performance
+
+    t_start = time.perf_counter()
+    device, dtype = torch.device("cuda"), torch.float16
+    pipe = build_full_pipeline(device, dtype)
+    name, vram = performance.describe_device()
+    settings = dataclasses.replace(performance.resolve_settings("fast", name, vram, num_jobs=4), cuda_graphs=False,
+                                   compile=False, compile_vae=False, compile_cache_dir=None)
+    applied = performance.optimize_pipeline(pipe, settings)
+    unet = pipe.unet
+    g = torch.Generator(device).manual_seed(7)
+    frames, lh, lw, b = 25, 72, 128, 2
+    sample = torch.randn(b, frames, 8, lh, lw, generator=g, device=device, dtype=dtype)
+    emb = torch.randn(b, 1, unet.config.cross_attention_dim, generator=g, device=device, dtype=dtype)
+    time_ids = torch.tensor([[6.0, 127.0, 0.02]], device=device, dtype=dtype).repeat(b, 1)
+    t = torch.tensor(1.2, device=device)
+    blocks = {k: BLOCKS[k] for k in args.blocks.split(",")}
+    with torch.inference_mode():
+        inputs = capture_inputs(unet, blocks, lambda: unet(sample, t, encoder_hidden_states=emb,
+                                                           added_time_ids=time_ids, return_dict=False))
+    results: dict = {"device": name, "torch": torch.__version__, "applied": applied["applied"], "blocks": {}}
+
+    def save():
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+    for block, path in blocks.items():
+        module = unet.get_submodule(path)
+        a, kw = inputs[block]
+        with torch.inference_mode():
+            reference = first_tensor(module(*a, **kw)).float()
+            row = results["blocks"][block] = {"path": path, "eager_ms": round(time_graph(lambda: module(*a, **kw),
+                                                                                         args.iters), 3)}
+        for variant in args.variants.split(","):
+            if time.perf_counter() - t_start > args.budget_s:
+                row[variant] = "skipped: out of time"
+                continue
+            torch._dynamo.reset()
+            compiled = torch.compile(module, fullgraph=True, dynamic=False, options=VARIANTS[variant])
+            try:
+                with torch.inference_mode():
+                    t0 = time.perf_counter()
+                    out = first_tensor(compiled(*a, **kw))
+                    torch.cuda.synchronize()
+                    compile_s = time.perf_counter() - t0
+                    diff = (out.float() - reference).abs().max().item()
+                    ms = time_graph(lambda: compiled(*a, **kw), args.iters)
+            except Exception as exc:  # a failure is a result (torch 2.11's multi_kernel fails on an FX-graph cache hit)
+                row[variant] = f"failed: {exc!r}"[:400]
+                print(block, variant, row[variant], flush=True)
+                save()
+                continue
+            row[variant] = {"ms": round(ms, 3), "compile_s": round(compile_s, 1), "max_abs_vs_eager": diff}
+            print(block, variant, row[variant], flush=True)
+            save()
+    save()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
