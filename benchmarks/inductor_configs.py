@@ -11,6 +11,7 @@ as a replayed CUDA graph, as `fast` runs it. Every output is compared with the e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -32,6 +33,9 @@ VARIANTS = {
     # Inductor times block-size neighbours of each kernel's heuristic configuration at compile time.
     "coordinate_descent": {"coordinate_descent_tuning": True},
     "multi_kernel+coordinate_descent": {"triton.multi_kernel": 1, "coordinate_descent_tuning": True},
+    # No runtime choice (multi_kernel's fails on an FX-graph cache hit): every reduction of <= 1,024 elements made
+    # persistent whatever its hint, through Inductor's heuristics hook (PersistentReductions below).
+    "persistent_1024": {"fx_graph_cache": False},  # the cache key does not see the hook
 }
 BLOCKS = {
     "transformer_320": "down_blocks.0.attentions.0",
@@ -39,6 +43,20 @@ BLOCKS = {
     "up_transformer_320": "up_blocks.3.attentions.2",
     "transformer_1280": "down_blocks.2.attentions.0",
 }
+
+
+def persistent_reductions():
+    """Inductor's choices with the 1,024-element persistent-reduction limit for every hint, as a context manager."""
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.virtualized import V
+
+    class PersistentReductions(InductorChoices):
+        def should_use_persistent_reduction(self, features, *args, **kwargs):
+            if InductorChoices.should_use_persistent_reduction(features, *args, **kwargs):
+                return True
+            return V.graph.sizevars.statically_known_leq(features.reduction_numel, 1024)
+
+    return V.set_choices_handler(PersistentReductions())
 
 
 def capture_inputs(unet, names, call):
@@ -138,8 +156,9 @@ def main(argv=None) -> int:
                 continue
             torch._dynamo.reset()
             compiled = torch.compile(module, fullgraph=True, dynamic=False, options=VARIANTS[variant])
+            choices = persistent_reductions() if variant == "persistent_1024" else contextlib.nullcontext()
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), choices:
                     t0 = time.perf_counter()
                     out = first_tensor(compiled(*a, **kw))
                     torch.cuda.synchronize()
