@@ -33,7 +33,7 @@ VARIANTS = {
     # Inductor times block-size neighbours of each kernel's heuristic configuration at compile time.
     "coordinate_descent": {"coordinate_descent_tuning": True},
     "multi_kernel+coordinate_descent": {"triton.multi_kernel": 1, "coordinate_descent_tuning": True},
-    # No runtime choice (multi_kernel's fails on an FX-graph cache hit): every reduction of <= 1,024 elements made
+    # No runtime choice (multi_kernel's loading fails on an FX-graph cache hit): every reduction of <= 1,024 elements made
     # persistent whatever its hint, through Inductor's heuristics hook (PersistentReductions below).
     "persistent_1024": {"fx_graph_cache": False},  # the cache key does not see the hook
 }
