@@ -24,6 +24,7 @@ A profile spec is a name from renderer.performance.PROFILES, optionally with `+k
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import math
@@ -101,6 +102,22 @@ def build_full_pipeline(device: torch.device, dtype: torch.dtype):
     pipe = build_svd_xt_random(device, dtype)
     pipe.to(device=device, dtype=dtype)
     return pipe
+
+
+def fast_unet_on_gpu(**overrides):
+    """The full pipeline on the GPU in fp16 with `fast`'s settings, `overrides` replacing some; a CFG batch of one
+    job's UNet inputs (sample, timestep, image embedding, time ids), seeded. Returns (pipe, applied, inputs)."""
+    device, dtype = torch.device("cuda"), torch.float16
+    pipe = build_full_pipeline(device, dtype)
+    name, vram = performance.describe_device()
+    settings = dataclasses.replace(performance.resolve_settings("fast", name, vram, num_jobs=4), **overrides)
+    applied = performance.optimize_pipeline(pipe, settings)
+    g = torch.Generator(device).manual_seed(7)
+    frames, lh, lw, b = 25, 72, 128, 2
+    sample = torch.randn(b, frames, 8, lh, lw, generator=g, device=device, dtype=dtype)
+    emb = torch.randn(b, 1, pipe.unet.config.cross_attention_dim, generator=g, device=device, dtype=dtype)
+    time_ids = torch.tensor([[6.0, 127.0, 0.02]], device=device, dtype=dtype).repeat(b, 1)
+    return pipe, applied, (sample, torch.tensor(1.2, device=device), emb, time_ids)
 
 
 def write_recipe(work: Path, name: str, args, items: dict[str, int], steps: int) -> Path:

@@ -13,7 +13,6 @@ by time, to --json. The generated code (which says each kernel's sizes) is copie
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import json
 import os
@@ -48,24 +47,12 @@ def main(argv=None) -> int:
 
     import torch._inductor.config as inductor_config
 
-    from gpu_throughput import build_full_pipeline
-
-    from renderer import performance
+    from gpu_throughput import fast_unet_on_gpu
 
     t_start = time.perf_counter()
-    device, dtype = torch.device("cuda"), torch.float16
-    pipe = build_full_pipeline(device, dtype)
-    name, vram = performance.describe_device()
-    settings = dataclasses.replace(performance.resolve_settings("fast", name, vram, num_jobs=4), cuda_graphs=False,
-                                   compile_vae=False, compile_cache_dir=cache)
-    applied = performance.optimize_pipeline(pipe, settings)
+    pipe, applied, (sample, t, emb, time_ids) = fast_unet_on_gpu(cuda_graphs=False, compile_vae=False,
+                                                                 compile_cache_dir=cache)
     unet = pipe.unet
-    g = torch.Generator(device).manual_seed(7)
-    frames, lh, lw, b = 25, 72, 128, 2
-    sample = torch.randn(b, frames, 8, lh, lw, generator=g, device=device, dtype=dtype)
-    emb = torch.randn(b, 1, unet.config.cross_attention_dim, generator=g, device=device, dtype=dtype)
-    time_ids = torch.tensor([[6.0, 127.0, 0.02]], device=device, dtype=dtype).repeat(b, 1)
-    t = torch.tensor(1.2, device=device)
     results: dict = {"applied": applied["applied"], "skipped": applied["skipped"], "variants": {}}
 
     for variant in args.variants.split(","):

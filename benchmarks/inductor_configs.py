@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -115,24 +114,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/svdr-configs-inductor")
 
-    from gpu_throughput import build_full_pipeline
+    from gpu_throughput import fast_unet_on_gpu
 
     from renderer import performance
 
     t_start = time.perf_counter()
-    device, dtype = torch.device("cuda"), torch.float16
-    pipe = build_full_pipeline(device, dtype)
-    name, vram = performance.describe_device()
-    settings = dataclasses.replace(performance.resolve_settings("fast", name, vram, num_jobs=4), cuda_graphs=False,
-                                   compile=False, compile_vae=False, compile_cache_dir=None)
-    applied = performance.optimize_pipeline(pipe, settings)
+    pipe, applied, (sample, t, emb, time_ids) = fast_unet_on_gpu(cuda_graphs=False, compile=False, compile_vae=False,
+                                                                 compile_cache_dir=None)
     unet = pipe.unet
-    g = torch.Generator(device).manual_seed(7)
-    frames, lh, lw, b = 25, 72, 128, 2
-    sample = torch.randn(b, frames, 8, lh, lw, generator=g, device=device, dtype=dtype)
-    emb = torch.randn(b, 1, unet.config.cross_attention_dim, generator=g, device=device, dtype=dtype)
-    time_ids = torch.tensor([[6.0, 127.0, 0.02]], device=device, dtype=dtype).repeat(b, 1)
-    t = torch.tensor(1.2, device=device)
+    name, _ = performance.describe_device()
     blocks = {k: BLOCKS[k] for k in args.blocks.split(",")}
     with torch.inference_mode():
         inputs = capture_inputs(unet, blocks, lambda: unet(sample, t, encoder_hidden_states=emb,
