@@ -81,18 +81,36 @@ def test_one_sample_at_a_time_gives_the_batch_output(unet):
 def test_profiles_on_a_gpu_and_on_a_cpu():
     fast = performance.profile_settings("fast", "NVIDIA H200", 139.8)
     assert (fast.compile, fast.compile_vae, fast.channel_stats_group_norm, fast.efficient_temporal_attention,
-            fast.fused_geglu, fast.triton_temporal_conv, fast.cuda_graphs) == (True,) * 7
+            fast.fused_geglu, fast.triton_temporal_conv, fast.cuda_graphs, fast.fp32_vae_encoder) == (True,) * 8
     low = performance.profile_settings("low", "NVIDIA H200", 139.8)
     assert (low.cpu_offload, low.unet_one_sample_at_a_time, low.decode_chunk_size, low.compile) == \
         ("model", True, 4, False)
     balanced = performance.profile_settings("balanced", "NVIDIA H200", 139.8)
-    assert not (balanced.compile or balanced.channel_stats_group_norm or balanced.efficient_temporal_attention
+    assert balanced.fp32_vae_encoder and not (balanced.compile or balanced.channel_stats_group_norm or balanced.efficient_temporal_attention
                 or balanced.fused_geglu or balanced.triton_temporal_conv or balanced.cuda_graphs)
     assert performance.profile_settings("auto", "NVIDIA GeForce RTX 4060 Ti", 15.6).profile == "low"
     assert performance.profile_settings("auto", "NVIDIA H200", 139.8, num_jobs=3).profile == "balanced"
     assert performance.profile_settings("fast", "cpu", 0.0) == performance.PerformanceSettings("off", "float32")
     with pytest.raises(UsageError, match=r"unknown performance setting\(s\) background_encode"):
         performance.resolve_settings("fast", "NVIDIA H200", 139.8, background_encode=True)
+
+
+def test_vae_encoder_in_float32_skips_the_upcast_and_keeps_the_latents():
+    from PIL import Image
+
+    pipe = build_tiny_pipeline().to(torch.float16)
+    image = Image.fromarray(torch.arange(64 * 64 * 3).reshape(64, 64, 3).remainder(251).to(torch.uint8).numpy())
+
+    def latents():
+        return pipe(image, height=64, width=64, num_frames=8, num_inference_steps=2, decode_chunk_size=4,
+                    generator=torch.Generator().manual_seed(3), output_type="latent").frames
+
+    reference = latents()  # the pipeline upcasts the whole VAE to float32 to encode, then casts it back
+    assert performance.vae_encoder_in_float32(pipe.vae)
+    assert (pipe.vae.dtype, pipe.vae.decoder.conv_in.weight.dtype) == (torch.float32, torch.float16)
+    assert not performance.vae_encoder_in_float32(pipe.vae)
+    assert torch.equal(latents(), reference)
+    assert pipe.vae.decoder.conv_in.weight.dtype == torch.float16  # no cast happened
 
 
 def test_optimize_pipeline_leaves_a_cpu_pipeline_alone():
