@@ -72,18 +72,39 @@ def test_frames_do_not_depend_on_order_or_global_rng(write_recipe, tiny_engine):
 
 def test_a_prefetched_input_renders_the_same_frames_and_keeps_its_errors(write_recipe, tiny_engine):
     jobs = make_plan(load_recipe(write_recipe(RECIPE_3))).jobs
-    direct = tiny_engine.render(jobs[1]).frames
-    used = tiny_engine.clip_input.used
-    tiny_engine.prefetch(jobs[1])
-    # The prefetch thread also prepared the CLIP input (diffusers' resize), and the pipeline used it: same frames.
-    assert np.array_equal(tiny_engine.render(jobs[1]).frames, direct)
-    assert tiny_engine.clip_input.used == used + 1
+    # An Euler job and an SDE one, whose steps draw noise from the job's generator after the initial latents.
+    picked = [next(j for j in jobs if j.preset == name) for name in ("euler", "sde")]
+    for job in picked:
+        direct = tiny_engine.render(job).frames
+        used = tiny_engine.clip_input.used
+        tiny_engine.prefetch(job)
+        # The prefetch thread also prepared the CLIP input (diffusers' resize) and drew the initial latents, and
+        # the pipeline used them: same frames.
+        assert np.array_equal(tiny_engine.render(job).frames, direct), job.id
+        assert tiny_engine.clip_input.used == used + 1
     # A file broken after planning fails its own job, when it renders, with the image error.
     Path(jobs[2].image).write_bytes(b"not an image")
     tiny_engine.prefetch(jobs[2])
     with pytest.raises(ImageError, match="coffee"):
         tiny_engine.render(jobs[2])
     assert not tiny_engine._prefetched
+
+
+def test_prefetched_draws_are_the_pipelines_own(write_recipe, tiny_engine):
+    from diffusers.utils.torch_utils import randn_tensor
+
+    job = make_plan(load_recipe(write_recipe(TINY_RECIPE))).jobs[0]
+    s, pipe = job.settings, tiny_engine.pipe
+    latents, after = tiny_engine._initial_draws(job)
+    # What the pipeline draws from the job's generator before its first step: the conditioning noise, then latents.
+    generator = torch.Generator().manual_seed(job.seed)
+    image = pipe.video_processor.preprocess(fit_image(load_image(job.image), s.width, s.height, s.fit),
+                                            height=s.height, width=s.width)
+    randn_tensor(image.shape, generator=generator, dtype=image.dtype)
+    expected = pipe.prepare_latents(1, s.num_frames, pipe.unet.config.in_channels, s.height, s.width,
+                                    next(pipe.image_encoder.parameters()).dtype, "cpu", generator)
+    assert torch.equal(latents * pipe.scheduler.init_noise_sigma, expected)
+    assert torch.equal(after.get_state(), generator.get_state())
 
 
 def _save_tiny(folder: Path) -> None:
