@@ -35,24 +35,39 @@ VARIANTS = {
     # No runtime choice (multi_kernel's loading fails on an FX-graph cache hit): every reduction of <= 1,024 elements made
     # persistent whatever its hint, through Inductor's heuristics hook (PersistentReductions below).
     "persistent_1024": {"fx_graph_cache": False},  # the cache key does not see the hook
+    # The same for reductions whose hint is DEFAULT only (mixed or non-contiguous accesses, as the layer norms');
+    # OUTER ones (a strided reduction axis, e.g. statistics over positions of channels-last activations) keep
+    # Inductor's choice.
+    "persistent_1024_default_hint": {"fx_graph_cache": False},
 }
 BLOCKS = {
     "transformer_320": "down_blocks.0.attentions.0",
     "resnet_320": "down_blocks.0.resnets.0",
     "up_transformer_320": "up_blocks.3.attentions.2",
     "transformer_1280": "down_blocks.2.attentions.0",
+    "transformer_640": "down_blocks.1.attentions.0",
+    "resnet_640": "down_blocks.1.resnets.0",
+    "resnet_1280": "down_blocks.2.resnets.0",
+    "resnet_1280_144": "down_blocks.3.resnets.0",  # the lowest resolution: 144 latent positions
+    # The whole UNet (minutes to compile): Inductor picks channels-last layouts for a graph with convolutions, which a
+    # transformer block compiled alone does not have, so a block's reductions can differ from the same block's here.
+    "unet": "",
 }
 
 
-def persistent_reductions():
-    """Inductor's choices with the 1,024-element persistent-reduction limit for every hint, as a context manager."""
+def persistent_reductions(default_hint_only: bool = False):
+    """Inductor's choices with the 1,024-element persistent-reduction limit for every hint (or for DEFAULT-hinted
+    reductions only), as a context manager."""
     from torch._inductor.choices import InductorChoices
+    from torch._inductor.runtime.hints import ReductionHint
     from torch._inductor.virtualized import V
 
     class PersistentReductions(InductorChoices):
         def should_use_persistent_reduction(self, features, *args, **kwargs):
             if InductorChoices.should_use_persistent_reduction(features, *args, **kwargs):
                 return True
+            if default_hint_only and features.get_reduction_hint() != ReductionHint.DEFAULT:
+                return False
             return V.graph.sizevars.statically_known_leq(features.reduction_numel, 1024)
 
     return V.set_choices_handler(PersistentReductions())
@@ -71,6 +86,13 @@ def capture_inputs(unet, names, call):
         for h in hooks:
             h.remove()
     return seen
+
+
+def repeat_jobs(args, kwargs, jobs: int):
+    """A block's inputs for `jobs` jobs in one call: every batch-first tensor repeated along dim 0 (the CFG pairs of
+    several jobs, as a batched call would stack them; frame-major [B*F, ...] tensors stay job-major)."""
+    rep = lambda v: torch.cat([v] * jobs) if isinstance(v, torch.Tensor) and v.dim() > 0 else v  # noqa: E731
+    return [rep(x) for x in args], {k: rep(v) for k, v in kwargs.items()}
 
 
 def first_tensor(out):
@@ -110,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--blocks", default=",".join(BLOCKS))
     p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--jobs-per-call", default="1",
+                   help="comma list: time each block with this many jobs' CFG pairs stacked in one call")
     p.add_argument("--budget-s", type=float, default=540.0, help="skip what would start after this")
     args = p.parse_args(argv)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/svdr-configs-inductor")
@@ -135,34 +159,38 @@ def main(argv=None) -> int:
 
     for block, path in blocks.items():
         module = unet.get_submodule(path)
-        a, kw = inputs[block]
-        with torch.inference_mode():
-            reference = first_tensor(module(*a, **kw)).float()
-            row = results["blocks"][block] = {"path": path, "eager_ms": round(time_graph(lambda: module(*a, **kw),
-                                                                                         args.iters), 3)}
-        for variant in args.variants.split(","):
-            if time.perf_counter() - t_start > args.budget_s:
-                row[variant] = "skipped: out of time"
-                continue
-            torch._dynamo.reset()
-            compiled = torch.compile(module, fullgraph=True, dynamic=False, options=VARIANTS[variant])
-            choices = persistent_reductions() if variant == "persistent_1024" else contextlib.nullcontext()
-            try:
-                with torch.inference_mode(), choices:
-                    t0 = time.perf_counter()
-                    out = first_tensor(compiled(*a, **kw))
-                    torch.cuda.synchronize()
-                    compile_s = time.perf_counter() - t0
-                    diff = (out.float() - reference).abs().max().item()
-                    ms = time_graph(lambda: compiled(*a, **kw), args.iters)
-            except Exception as exc:  # a failure is a result (torch 2.11's multi_kernel fails on an FX-graph cache hit)
-                row[variant] = f"failed: {exc!r}"[:400]
-                print(block, variant, row[variant], flush=True)
+        row = results["blocks"][block] = {"path": path}
+        for jobs in map(int, args.jobs_per_call.split(",")):
+            a, kw = repeat_jobs(*inputs[block], jobs)
+            key = "" if jobs == 1 else f"@{jobs}jobs"  # per call; ms_per_job divides by the jobs
+            with torch.inference_mode():
+                reference = first_tensor(module(*a, **kw)).float()
+                row["eager_ms" + key] = round(time_graph(lambda: module(*a, **kw), args.iters), 3)
+            for variant in args.variants.split(","):
+                if time.perf_counter() - t_start > args.budget_s:
+                    row[variant + key] = "skipped: out of time"
+                    continue
+                torch._dynamo.reset()
+                compiled = torch.compile(module, fullgraph=True, dynamic=False, options=VARIANTS[variant])
+                choices = (persistent_reductions(variant.endswith("default_hint")) if variant.startswith("persistent")
+                           else contextlib.nullcontext())
+                try:
+                    with torch.inference_mode(), choices:
+                        t0 = time.perf_counter()
+                        out = first_tensor(compiled(*a, **kw))
+                        torch.cuda.synchronize()
+                        compile_s = time.perf_counter() - t0
+                        diff = (out.float() - reference).abs().max().item()
+                        ms = time_graph(lambda: compiled(*a, **kw), args.iters)
+                except Exception as exc:  # a failure is a result (torch 2.11's multi_kernel fails on a cache hit)
+                    row[variant + key] = f"failed: {exc!r}"[:400]
+                    print(block, variant + key, row[variant + key], flush=True)
+                    save()
+                    continue
+                row[variant + key] = {"ms": round(ms, 3), "ms_per_job": round(ms / jobs, 3),
+                                      "compile_s": round(compile_s, 1), "max_abs_vs_eager": diff}
+                print(block, variant + key, row[variant + key], flush=True)
                 save()
-                continue
-            row[variant] = {"ms": round(ms, 3), "compile_s": round(compile_s, 1), "max_abs_vs_eager": diff}
-            print(block, variant, row[variant], flush=True)
-            save()
     save()
     return 0
 
