@@ -1,9 +1,11 @@
 """Which Inductor settings make the compiled `fast` UNet's own kernels faster: one block at a time, side by side.
 
-Compiling the whole UNet takes minutes, so this compiles single blocks of it (the 320-channel spatio-temporal
-transformer and ResNet block, which run at full latent resolution and hold most of the memory-bound time, and a
-1,280-channel transformer) under each Inductor setting, on the inputs they receive in a real step, and times each
-as a replayed CUDA graph, as `fast` runs it. Every output is compared with the eager block's.
+Compiling the whole UNet takes minutes, so this compiles single blocks of it (the spatio-temporal transformers and
+ResNet blocks of each level) under each Inductor setting, on the inputs they receive in a real step, and times each
+as a replayed CUDA graph, as `fast` runs it; `--jobs-per-call 1,2` also times them with two jobs' CFG pairs in one
+call. A block alone is not the block inside the UNet (Inductor lays out a graph with convolutions channels-last), so
+a setting that wins on blocks is then checked on the whole UNet (`--blocks unet`). Every output is compared with the
+eager block's.
 
     python benchmarks/inductor_configs.py --json configs.json
 """

@@ -165,8 +165,9 @@ class PreparedClipInput:
     and goes on unchanged, so the embedding is the same bit for bit.
 
     The pipeline call then gets the image as the tensor diffusers' preprocessing makes of it (`pixels`), which it
-    takes as it is: the CPU conversion (0.06-0.09 s on a 2-core machine for 1024×576) moves to the prefetch thread
-    too. Only the image this object expects may go in as a tensor: for any other, _encode_image would skip the resize.
+    takes as it is: diffusers' conversion and preprocessing of the image (0.06-0.09 s of CPU on a 2-core machine at
+    1024×576) move to the prefetch thread too. Only the image this object expects may go in as a tensor: for any
+    other, _encode_image would skip the resize.
     """
 
     def __init__(self, pipe):
@@ -262,7 +263,7 @@ class Engine:
         """The job's initial latents, drawn as the pipeline draws them, and a generator where its would be after.
 
         The pipeline draws two tensors from the job's CPU generator before the first step: the conditioning noise
-        (image-sized, float32) and then the initial latents (0.04 s on the CPU for SVD-XT, while the GPU waits).
+        (image-sized, float32) and then the initial latents (CPU time while the GPU waits).
         Here a second generator with the job's seed draws both, on the prefetch thread; the pipeline gets the
         latents (`latents=`) and still draws the noise itself, and the scheduler's steps continue from the second
         generator, which is where the pipeline's own would be. Every draw is the same as without this.
