@@ -293,6 +293,7 @@ class Engine:
         image, clip_input, draws = (prefetched.result() if prefetched is not None
                                     else (self._fitted_image(job), None, None))
         scheduler, call_kwargs, generator = self._sampler(job)
+        initial_latents = None
         if draws is not None:
             initial_latents, after_draws = draws
             schedulers.seed_scheduler(scheduler, after_draws)
@@ -326,7 +327,7 @@ class Engine:
                             generator=generator,
                             output_type="latent",
                             callback_on_step_end=step_end,
-                            latents=initial_latents if draws is not None else None,
+                            latents=initial_latents,
                             **call_kwargs,
                         ).frames
                         self._sync()
@@ -352,7 +353,7 @@ class Engine:
                                "num_frames")
             elif failed_in == "denoise":
                 scheduler, call_kwargs, generator = self._sampler(job)  # the same noise as the first attempt
-                draws = None  # the prefetched generator has been consumed: the pipeline draws the latents again
+                initial_latents = None  # the prefetched generator is consumed: the pipeline draws the latents again
         timings["denoise"] = t2 - t1
         timings["decode"] = time.perf_counter() - t2
         if not np.isfinite(latents.float().cpu().numpy()).all():
