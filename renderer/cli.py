@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import EXIT_OK, EXIT_USAGE, RecipeError, SvdrenderError, UsageError
+from .errors import EXIT_OK, RecipeError, SvdrenderError, UsageError
 
 EXIT_CODES_HELP = """\b
 Exit codes: 0 every job ok (or skipped), 1 some job failed or the model

@@ -1,8 +1,6 @@
 """engine: one load for many jobs, frames equal to a direct pipeline call, and the real model-loading paths."""
 
 import hashlib
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +8,6 @@ import pytest
 import torch
 
 from conftest import TINY_RECIPE
-from renderer import schedulers
 from renderer.engine import Engine, load_pipeline
 from renderer.errors import ImageError, ModelUnavailableError
 from renderer.images import fit_image, load_image
