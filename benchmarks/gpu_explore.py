@@ -80,7 +80,7 @@ def diff(a: torch.Tensor, b: torch.Tensor) -> dict:
     }
 
 
-def kernel_breakdown(fn, device) -> dict:
+def kernel_breakdown(fn, device, rows: int = 25) -> dict:
     """CUDA time per kernel family over one call of fn (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -119,7 +119,7 @@ def kernel_breakdown(fn, device) -> dict:
     return {
         "families_s": dict(sorted(families.items(), key=lambda kv: -kv[1])),
         "total_s": sum(families.values()),
-        "top": [{"s": round(s, 5), "count": c, "kernel": k} for s, c, k in top[:25]],
+        "top": [{"s": round(s, 5), "count": c, "kernel": k} for s, c, k in top[:rows]],
     }
 
 

@@ -107,8 +107,9 @@ def first_tensor(out):
     return out.sample
 
 
-def time_graph(fn, iters: int) -> float:
-    """Median ms of `fn` replayed as a CUDA graph (warmed up on a side stream first)."""
+def time_graph(fn, iters: int, profile_rows: int = 0):
+    """Median ms of `fn` replayed as a CUDA graph (warmed up on a side stream first); with `profile_rows`, also the
+    replay's kernel breakdown (that many top kernels), as (ms, breakdown)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -127,7 +128,11 @@ def time_graph(fn, iters: int) -> float:
         b.synchronize()
         times.append(a.elapsed_time(b))
     times.sort()
-    return times[len(times) // 2]
+    if not profile_rows:
+        return times[len(times) // 2]
+    from gpu_explore import kernel_breakdown
+
+    return times[len(times) // 2], kernel_breakdown(graph.replay, torch.device("cuda"), rows=profile_rows)
 
 
 def main(argv=None) -> int:
@@ -138,6 +143,8 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--jobs-per-call", default="1",
                    help="comma list: time each block with this many jobs' CFG pairs stacked in one call")
+    p.add_argument("--profile", type=int, default=0, metavar="ROWS",
+                   help="also profile each variant's replayed graph and keep this many top kernels")
     p.add_argument("--budget-s", type=float, default=540.0, help="skip what would start after this")
     args = p.parse_args(argv)
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", "/tmp/svdr-configs-inductor")
@@ -185,7 +192,8 @@ def main(argv=None) -> int:
                         torch.cuda.synchronize()
                         compile_s = time.perf_counter() - t0
                         diff = (out.float() - reference).abs().max().item()
-                        ms = time_graph(lambda: compiled(*a, **kw), args.iters)
+                        timed = time_graph(lambda: compiled(*a, **kw), args.iters, args.profile)
+                        ms, kernels = timed if args.profile else (timed, None)
                 except Exception as exc:  # a failure is a result (torch 2.11's multi_kernel fails on a cache hit)
                     row[variant + key] = f"failed: {exc!r}"[:400]
                     print(block, variant + key, row[variant + key], flush=True)
@@ -194,6 +202,8 @@ def main(argv=None) -> int:
                 row[variant + key] = {"ms": round(ms, 3), "ms_per_job": round(ms / jobs, 3),
                                       "compile_s": round(compile_s, 1), "max_abs_vs_eager": diff}
                 print(block, variant + key, row[variant + key], flush=True)
+                if kernels is not None:
+                    row[variant + key]["profile"] = kernels
                 save()
     save()
     return 0
