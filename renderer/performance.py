@@ -68,6 +68,7 @@ class PerformanceSettings:
     efficient_temporal_attention: bool = False
     fused_geglu: bool = False
     triton_temporal_conv: bool = False
+    triton_temporal_attention: bool = False
     cuda_graphs: bool = False
     fp32_vae_encoder: bool = False
     allow_tf32: bool = False
@@ -143,6 +144,7 @@ def profile_settings(
         efficient_temporal_attention=True,
         fused_geglu=True,
         triton_temporal_conv=True,
+        triton_temporal_attention=True,
         cuda_graphs=True,
         compile=True,
         compile_vae=True,
@@ -229,11 +231,15 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
         did(f"fused qkv projections in {n} attention layers")
     if settings.cross_attention_shortcut and (n := single_token_cross_attention(pipe.unet)):
         did(f"single-token cross-attention shortcut in {n} layers")
-    if settings.fused_geglu or settings.triton_temporal_conv:
+    triton_attention = False
+    if settings.fused_geglu or settings.triton_temporal_conv or settings.triton_temporal_attention:
         triton_problem = triton_unavailable() or check_triton_kernels()
         if triton_problem is not None:
-            applied["skipped"].append(f"fused_geglu, triton_temporal_conv: {triton_problem}")
+            wanted = [k for k in ("fused_geglu", "triton_temporal_conv", "triton_temporal_attention")
+                      if getattr(settings, k)]
+            applied["skipped"].append(f"{', '.join(wanted)}: {triton_problem}")
         else:
+            triton_attention = settings.triton_temporal_attention
             if settings.fused_geglu and (n := fused_geglus(pipe.unet)):
                 did(f"fused Triton GEGLU projection in {n} feed-forwards")
             if settings.triton_temporal_conv and (
@@ -246,7 +252,12 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
         n := channel_stats_group_norms(pipe.unet) + channel_stats_group_norms(pipe.vae.decoder)
     ):
         did(f"{n} GroupNorms computed from per-channel statistics")
-    if settings.efficient_temporal_attention and (n := efficient_temporal_attention(pipe.unet)):
+    if triton_attention and (n := frame_major_temporal_blocks(pipe.unet)):
+        did(f"{n} temporal transformer blocks kept frame-major, their attention by a Triton short-sequence kernel")
+    # The frame-major blocks compute their own attention: the processor would only be recorded, never run.
+    if settings.efficient_temporal_attention and not triton_attention and (
+        n := efficient_temporal_attention(pipe.unet)
+    ):
         did(f"memory-efficient SDPA kernel for {n} temporal self-attention layers")
     # Convolutions run in NHWC on tensor cores; NCHW costs a transpose around each one.
     if settings.channels_last and (n := channels_last_convolutions(pipe.unet) + channels_last_convolutions(pipe.vae)):
@@ -366,15 +377,20 @@ class SingleTokenCrossAttnProcessor:
             or attn.group_norm is not None
         ):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kw)
-        if attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        out = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states)))  # [B, 1, C]
+        out = _single_token_output(attn, encoder_hidden_states)  # [B, 1, C]
         out = out.expand(hidden_states.shape[0], hidden_states.shape[1], out.shape[-1])
         if attn.residual_connection:
             out = out + hidden_states
         if attn.rescale_output_factor != 1.0:
             out = out / attn.rescale_output_factor
         return out
+
+
+def _single_token_output(attn, context: torch.Tensor) -> torch.Tensor:
+    """The output of attention onto the one token of each context [N, 1, C'] row: [N, 1, C]."""
+    if attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    return attn.to_out[1](attn.to_out[0](attn.to_v(context)))
 
 
 def single_token_cross_attention(module: torch.nn.Module) -> int:
@@ -463,10 +479,7 @@ class EfficientShortAttnProcessor:
             or attention_mask is not None
             or hidden_states.ndim != 3
             or not hidden_states.is_cuda
-            or attn.spatial_norm is not None
-            or attn.group_norm is not None
-            or attn.norm_q is not None
-            or attn.norm_k is not None
+            or not _plain_attention(attn)
         ):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kw)
         b, n, _ = hidden_states.shape
@@ -474,10 +487,13 @@ class EfficientShortAttnProcessor:
         d = k.shape[-1] // attn.heads
         q, k, v = (t.view(b, n, attn.heads, d).transpose(1, 2) for t in (q, k, v))
         out = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False)[0]
-        out = attn.to_out[1](attn.to_out[0](out.transpose(1, 2).reshape(b, n, attn.heads * d)))
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
+        return attn.to_out[1](attn.to_out[0](out.transpose(1, 2).reshape(b, n, attn.heads * d)))
+
+
+def _plain_attention(attn) -> bool:
+    """Whether a diffusers Attention is only projections, softmax attention and the output projection."""
+    return (attn.spatial_norm is None and attn.group_norm is None and attn.norm_q is None and attn.norm_k is None
+            and not attn.residual_connection and attn.rescale_output_factor == 1.0)
 
 
 def efficient_temporal_attention(unet: torch.nn.Module) -> int:
@@ -491,6 +507,72 @@ def efficient_temporal_attention(unet: torch.nn.Module) -> int:
             block.attn1.set_processor(EfficientShortAttnProcessor(block.attn1.processor))
             count += 1
     return count
+
+
+class FrameMajorTemporalBlock(torch.nn.Module):
+    """diffusers' TemporalBasicTransformerBlock on the spatial blocks' frame-major tokens, without its two permutes.
+
+    diffusers reorders [B·F, P, C] (frames outer) to [B·P, F, C] (positions outer) before every temporal block and
+    back after it, although only the self-attention over frames cares: the norms, projections and feed-forwards work
+    token by token. Compiled, each permute is fused into a neighbouring layer norm or residual add as a strided load
+    or store, and Inductor then generates those norms as two-pass loops (docs/performance.md). Here the block stays
+    frame-major and the attention reads each position's frames a stride apart: renderer/triton_kernels.py's
+    short-sequence kernel on CUDA fp16/bf16, else SDPA on reordered copies. The cross-attention onto the one CLIP
+    token is SingleTokenCrossAttnProcessor's exact shortcut, broadcast over frames. The same arithmetic on the same
+    tokens; what the rewrite does not cover (chunked feed-forwards, a context of more than one token) goes to the
+    original block.
+    """
+
+    def __init__(self, block: torch.nn.Module):
+        super().__init__()
+        self.block = block
+
+    @staticmethod
+    def suits(block: torch.nn.Module) -> bool:
+        from diffusers.models.attention import TemporalBasicTransformerBlock
+
+        # diffusers' own forward only runs with equal block and inner widths (is_res), as SVD's have.
+        return (type(block) is TemporalBasicTransformerBlock and block.is_res and _plain_attention(block.attn1)
+                and (block.attn2 is None or _plain_attention(block.attn2)))
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int, encoder_hidden_states=None) -> torch.Tensor:
+        blk = self.block
+        single_token = encoder_hidden_states is not None and encoder_hidden_states.ndim == 3 and (
+            encoder_hidden_states.shape[1] == 1)
+        if blk._chunk_size is not None or hidden_states.ndim != 3 or not (single_token or blk.attn2 is None):
+            return blk(hidden_states, num_frames=num_frames, encoder_hidden_states=encoder_hidden_states)
+        bf, p, c = hidden_states.shape
+        b = bf // num_frames
+        h = blk.ff_in(blk.norm_in(hidden_states)) + hidden_states
+        h = self._self_attention(blk.norm1(h), b, num_frames) + h
+        if blk.attn2 is not None:
+            # One context token per sequence (position): its output is added to that position in every frame.
+            cross = _single_token_output(blk.attn2, encoder_hidden_states)
+            h = (h.view(b, num_frames, p, c) + cross.view(b, 1, p, c)).view(bf, p, c)
+        return blk.ff(blk.norm3(h)) + h
+
+    def _self_attention(self, x: torch.Tensor, b: int, f: int) -> torch.Tensor:
+        attn = self.block.attn1
+        bf, p, _ = x.shape
+        # [B, P, F, C] views: B·P sequences of F frames, a frame P rows apart.
+        q, k, v = (t.view(b, f, p, -1).transpose(1, 2) for t in (attn.to_q(x), attn.to_k(x), attn.to_v(x)))
+        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and f <= 128:
+            out = _short_attention_op(q, k, v, attn.heads)
+        else:
+            c, d = q.shape[-1], q.shape[-1] // attn.heads
+            q, k, v = (t.unflatten(-1, (attn.heads, d)).transpose(2, 3).reshape(b * p, attn.heads, f, d)
+                       for t in (q, k, v))
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            out = out.view(b, p, attn.heads, f, d).transpose(2, 3).reshape(b, p, f, c)
+        out = out.transpose(1, 2).reshape(bf, p, -1)  # a view when the kernel wrote it frame-major
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def frame_major_temporal_blocks(unet: torch.nn.Module) -> int:
+    """Replace every TemporalBasicTransformerBlock FrameMajorTemporalBlock covers with it; returns how many."""
+    return _replace_children(unet, lambda child, parent: (FrameMajorTemporalBlock.suits(child)
+                                                          and not isinstance(parent, FrameMajorTemporalBlock)),
+                             FrameMajorTemporalBlock)
 
 
 def triton_unavailable() -> str | None:
@@ -541,6 +623,25 @@ def _temporal_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 @_temporal_conv_op.register_fake
 def _(x, weight, bias, positions):
     return x.new_empty((x.shape[0], x.shape[1], weight.shape[0] // 3))
+
+
+@torch.library.custom_op("svdrender::short_attention", mutates_args=())
+def _short_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    from renderer import triton_kernels
+
+    return triton_kernels.short_attention(q, k, v, heads, out=_attention_output(q))
+
+
+@_short_attention_op.register_fake
+def _(q, k, v, heads):
+    return _attention_output(q)
+
+
+def _attention_output(q: torch.Tensor) -> torch.Tensor:
+    # [B, P, F, C] like q, in q's order of sequences and frames: frame-major q, frame-major output.
+    if q.stride(2) > q.stride(1):
+        return q.new_empty(q.shape[0], q.shape[2], q.shape[1], q.shape[3]).transpose(1, 2)
+    return q.new_empty(q.shape)
 
 
 class FusedGEGLU(torch.nn.Module):
@@ -615,24 +716,32 @@ def triton_temporal_convs(module: torch.nn.Module) -> int:
 
 
 def check_triton_kernels(device: str = "cuda") -> str | None:
-    """Run both kernels once on small random inputs against torch; None when they agree, else what went wrong.
+    """Run each kernel once on small random inputs against torch; None when they agree, else what went wrong.
 
     A Triton or driver that cannot build them (an older Triton without tensor descriptors, say) is found here, at
     load, instead of in the middle of a batch.
     """
     from diffusers.models.activations import GEGLU
+    from diffusers.models.attention import TemporalBasicTransformerBlock
 
     try:
-        gen = torch.Generator(device).manual_seed(0)
-        geglu = GEGLU(64, 128).to(device, torch.float16)
-        x = torch.randn(300, 64, device=device, dtype=torch.float16, generator=gen)
-        fused = FusedGEGLU(geglu)
-        if not torch.allclose(fused(x).float(), geglu(x).float(), atol=2e-2, rtol=2e-2):
-            return "the fused GEGLU kernel disagrees with diffusers' GEGLU"
-        conv = torch.nn.Conv3d(32, 48, (3, 1, 1), padding=(1, 0, 0)).to(device, torch.float16)
-        v = torch.randn(2, 32, 5, 4, 6, device=device, dtype=torch.float16, generator=gen)
-        if not torch.allclose(TritonTemporalConv(conv)(v).float(), conv(v).float(), atol=2e-2, rtol=2e-2):
-            return "the temporal convolution kernel disagrees with Conv3d"
+        with torch.no_grad():
+            gen = torch.Generator(device).manual_seed(0)
+            geglu = GEGLU(64, 128).to(device, torch.float16)
+            x = torch.randn(300, 64, device=device, dtype=torch.float16, generator=gen)
+            fused = FusedGEGLU(geglu)
+            if not torch.allclose(fused(x).float(), geglu(x).float(), atol=2e-2, rtol=2e-2):
+                return "the fused GEGLU kernel disagrees with diffusers' GEGLU"
+            conv = torch.nn.Conv3d(32, 48, (3, 1, 1), padding=(1, 0, 0)).to(device, torch.float16)
+            v = torch.randn(2, 32, 5, 4, 6, device=device, dtype=torch.float16, generator=gen)
+            if not torch.allclose(TritonTemporalConv(conv)(v).float(), conv(v).float(), atol=2e-2, rtol=2e-2):
+                return "the temporal convolution kernel disagrees with Conv3d"
+            block = TemporalBasicTransformerBlock(128, 128, 2, 64, cross_attention_dim=32).to(device, torch.float16)
+            x = torch.randn(2 * 25, 6, 128, device=device, dtype=torch.float16, generator=gen)  # 2 × 25 frames × 6
+            context = torch.randn(2 * 6, 1, 32, device=device, dtype=torch.float16, generator=gen)
+            frame_major = FrameMajorTemporalBlock(block)(x, 25, context)
+            if not torch.allclose(frame_major.float(), block(x, 25, context).float(), atol=2e-2, rtol=2e-2):
+                return "the short-sequence attention kernel's temporal block disagrees with diffusers'"
     except Exception as exc:  # any failure to build or run the kernels means: do not use them
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return None

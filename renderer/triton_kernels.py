@@ -1,5 +1,5 @@
-"""Two Triton kernels for SVD on Hopper GPUs, each a persistent GEMM over TMA descriptors. Import only where Triton
-and a CUDA device exist (performance.triton_unavailable() says whether they do).
+"""Three Triton kernels for SVD on Hopper GPUs: two persistent GEMMs over TMA descriptors and a short-sequence
+attention. Import only where Triton and a CUDA device exist (performance.triton_unavailable() says whether they do).
 
 * geglu: diffusers' GEGLU, `h * gelu(gate)` with `[h, gate] = x @ W.T + b`. The projection's weight rows are stored
   interleaved in groups of 64 (value rows, then the matching gate rows; performance.interleave_geglu), so one
@@ -8,6 +8,10 @@ and a CUDA device exist (performance.triton_unavailable() says whether they do).
 * temporal_conv: a (3, 1, 1) Conv3d over frames on channels-last activations [B, frames·positions, C], as one
   implicit GEMM: tap t reads the rows one frame (P positions) earlier or later, and TMA fills rows outside the clip
   with zeros, which is the convolution's zero padding. cuDNN runs SVD's temporal convolutions at 90–500 TFLOP/s.
+* short_attention: softmax self-attention over SVD's 25-frame temporal sequences, one program per sequence and
+  head, reading each head's columns of the projections where they are, at any strides: the temporal blocks keep
+  their tokens frame-major ([B, frames, positions, C], performance.FrameMajorTemporalBlock), so a sequence is one
+  position's 25 rows, a frame apart. SDPA's kernels want [sequences, heads, frames, D] copies.
 
 Numerics: float32 accumulation, the bias added before rounding to the activation dtype, as cuBLAS and cuDNN do;
 GEGLU rounds the projection to that dtype, then computes gelu (erf form) and the product in float32 and rounds
@@ -124,6 +128,27 @@ def _temporal_conv_kernel(x_ptr, w_ptr, b_ptr, out_ptr, B, R, P, CI, CO, BLOCK_M
         o_desc.store([b, off_m, off_n], acc.to(dtype).reshape(1, BLOCK_M, BLOCK_N))
 
 
+@triton.jit
+def _short_attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, F, sq_b, sq_p, sq_f, sk_b, sk_p, sk_f, sv_b, sv_p, sv_f,
+                            so_b, so_p, so_f, scale_log2, D: tl.constexpr, BLOCK_F: tl.constexpr):
+    # One (sequence, head) of [B, P, F, heads·D] at any strides: the F×F score matrix fits in registers, so there is
+    # no online softmax.
+    b = tl.program_id(2).to(tl.int64)
+    p = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * D + tl.arange(0, D)[None, :]
+    f = tl.arange(0, BLOCK_F)[:, None]
+    rows = f < F
+    q = tl.load(q_ptr + b * sq_b + p * sq_p + f * sq_f + cols, mask=rows, other=0.0)
+    k = tl.load(k_ptr + b * sk_b + p * sk_p + f * sk_f + cols, mask=rows, other=0.0)
+    v = tl.load(v_ptr + b * sv_b + p * sv_p + f * sv_f + cols, mask=rows, other=0.0)
+    s = tl.dot(q, tl.trans(k)) * scale_log2
+    s = tl.where(tl.arange(0, BLOCK_F)[None, :] < F, s, float("-inf"))
+    w = tl.exp2(s - tl.max(s, 1)[:, None])
+    # As flash attention does: the probabilities rounded to the activation dtype for P·V, the sum kept in float32.
+    o = tl.dot(w.to(v.dtype), v) / tl.sum(w, 1)[:, None]
+    tl.store(o_ptr + b * so_b + p * so_p + f * so_f + cols, o.to(o_ptr.dtype.element_ty), mask=rows)
+
+
 _SMS: dict[int, int] = {}
 
 
@@ -165,4 +190,20 @@ def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pos
     cfg = config or _CONV_CONFIG
     tiles = triton.cdiv(r, cfg["BLOCK_M"]) * triton.cdiv(co, cfg["BLOCK_N"])
     _temporal_conv_kernel[(min(sms, b * tiles),)](x, weight, bias, out, b, r, positions, ci, co, NUM_SMS=sms, **cfg)
+    return out
+
+
+def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, out: torch.Tensor | None = None,
+                    num_warps: int = 1) -> torch.Tensor:
+    """Softmax self-attention of q, k, v [B, P, F, heads·D]: B·P sequences of F <= 128 tokens, at any strides with
+    each head's D channels contiguous; scale 1/sqrt(D). Writes `out` (same shape, any strides; by default a new
+    contiguous tensor) and returns it."""
+    b, p, f, c = q.shape
+    d = c // heads
+    if out is None:
+        out = torch.empty(b, p, f, c, device=q.device, dtype=q.dtype)
+    block_f = max(16, triton.next_power_of_2(f))
+    _short_attention_kernel[(p, heads, b)](q, k, v, out, f, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+                                           *out.stride()[:3], d ** -0.5 * 1.4426950408889634, D=d, BLOCK_F=block_f,
+                                           num_warps=num_warps)
     return out

@@ -50,7 +50,32 @@ def test_rewrites_of_the_fast_profile_keep_the_unet_output(unet):
         rewritten = unet(*inputs, return_dict=False)[0]
         # Applying twice changes nothing more.
         assert (performance.channel_stats_group_norms(unet), performance.efficient_temporal_attention(unet)) == (0, 0)
+        assert performance.frame_major_temporal_blocks(unet) == 4  # off CUDA its attention is SDPA on copies
+        frame_major = unet(*inputs, return_dict=False)[0]
+        assert performance.frame_major_temporal_blocks(unet) == 0
     torch.testing.assert_close(rewritten, reference, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(frame_major, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_frame_major_temporal_block_is_diffusers_block():
+    from diffusers.models.attention import TemporalBasicTransformerBlock
+
+    torch.manual_seed(0)
+    block = TemporalBasicTransformerBlock(24, 24, 2, 12, cross_attention_dim=16).eval()
+    for p in block.parameters():  # diffusers' init leaves norms at 1/0: make every term count
+        torch.nn.init.normal_(p, std=0.3)
+    frames, positions = 3, 5
+    x = torch.randn(2 * frames, positions, 24)
+    frame_major = performance.FrameMajorTemporalBlock(block)
+    original_calls = []
+    block.register_forward_hook(lambda *args: original_calls.append(1))
+    with torch.no_grad():
+        for context_tokens in (1, 2):  # two context tokens: not covered, the original block runs
+            context = torch.randn(2 * positions, context_tokens, 16)
+            out = frame_major(x, frames, context)
+            assert len(original_calls) == context_tokens - 1
+            torch.testing.assert_close(out, block(x, frames, context), rtol=1e-5, atol=1e-5)
+            original_calls.clear()
 
 
 def test_efficient_attention_processor_falls_back_off_cuda():
@@ -81,14 +106,16 @@ def test_one_sample_at_a_time_gives_the_batch_output(unet):
 def test_profiles_on_a_gpu_and_on_a_cpu():
     fast = performance.profile_settings("fast", "NVIDIA H200", 139.8)
     assert (fast.compile, fast.compile_vae, fast.channel_stats_group_norm, fast.efficient_temporal_attention,
-            fast.fused_geglu, fast.triton_temporal_conv, fast.cuda_graphs, fast.fp32_vae_encoder) == (True,) * 8
+            fast.fused_geglu, fast.triton_temporal_conv, fast.triton_temporal_attention, fast.cuda_graphs,
+            fast.fp32_vae_encoder) == (True,) * 9
     low = performance.profile_settings("low", "NVIDIA H200", 139.8)
     assert (low.cpu_offload, low.unet_one_sample_at_a_time, low.decode_chunk_size, low.compile) == \
         ("model", True, 4, False)
     balanced = performance.profile_settings("balanced", "NVIDIA H200", 139.8)
     assert balanced.fp32_vae_encoder  # exact: the same float32 encode without the per-job casts
     assert not (balanced.compile or balanced.channel_stats_group_norm or balanced.efficient_temporal_attention
-                or balanced.fused_geglu or balanced.triton_temporal_conv or balanced.cuda_graphs)
+                or balanced.fused_geglu or balanced.triton_temporal_conv or balanced.triton_temporal_attention
+                or balanced.cuda_graphs)
     assert performance.profile_settings("auto", "NVIDIA GeForce RTX 4060 Ti", 15.6).profile == "low"
     assert performance.profile_settings("auto", "NVIDIA H200", 139.8, num_jobs=3).profile == "balanced"
     assert performance.profile_settings("fast", "cpu", 0.0) == performance.PerformanceSettings("off", "float32")
