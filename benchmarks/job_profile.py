@@ -23,18 +23,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, ".."), HERE]
 
 
-def timed_ms(fn, iters: int) -> float:
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[iters // 2]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", required=True)
@@ -42,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=60, help="top kernels kept per profile")
     args = p.parse_args(argv)
 
-    from gpu_explore import kernel_breakdown
+    from gpu_explore import Timer, kernel_breakdown
     from gpu_throughput import fast_unet_on_gpu
 
     t0 = time.perf_counter()
@@ -67,7 +55,7 @@ def main(argv=None) -> int:
                 fn()
             torch.cuda.synchronize()
             warm_s = time.perf_counter() - w
-            ms = timed_ms(fn, iters)
+            ms = Timer(device)(fn, warmup=0, iters=iters)[0] * 1e3
             results[name] = {"ms": round(ms, 2), "warmup_s": round(warm_s, 1),
                              "profile": kernel_breakdown(fn, device, rows=args.rows)}
             print(name, {"ms": results[name]["ms"], "warmup_s": results[name]["warmup_s"],

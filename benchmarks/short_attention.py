@@ -21,25 +21,19 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.join(HERE, ".."), HERE]
+
+from gpu_explore import Timer  # noqa: E402
 
 # (latent positions, channels, heads, calls a step); each call has the CFG pair's 2 × positions sequences.
 SHAPES = [(9216, 320, 5, 5), (2304, 640, 10, 5), (576, 1280, 20, 5), (144, 1280, 20, 1)]
 FRAMES = 25
 
 
-def timed(fn, iters=20) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        times.append(a.elapsed_time(b))
-    return sorted(times)[iters // 2]
+def timed(fn) -> float:
+    """ms a call: median of 20 after 3 warm-up calls, CUDA events."""
+    return Timer(torch.device("cuda"))(fn, warmup=3, iters=20)[0] * 1e3
 
 
 def main(argv=None) -> int:
