@@ -69,6 +69,7 @@ class PerformanceSettings:
     fused_geglu: bool = False
     triton_temporal_conv: bool = False
     triton_temporal_attention: bool = False
+    triton_add_layer_norm: bool = False
     cuda_graphs: bool = False
     fp32_vae_encoder: bool = False
     allow_tf32: bool = False
@@ -145,6 +146,7 @@ def profile_settings(
         fused_geglu=True,
         triton_temporal_conv=True,
         triton_temporal_attention=True,
+        triton_add_layer_norm=True,
         cuda_graphs=True,
         compile=True,
         compile_vae=True,
@@ -232,14 +234,16 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
     if settings.cross_attention_shortcut and (n := single_token_cross_attention(pipe.unet)):
         did(f"single-token cross-attention shortcut in {n} layers")
     triton_attention = False
-    if settings.fused_geglu or settings.triton_temporal_conv or settings.triton_temporal_attention:
+    triton_norms = False
+    triton_settings = ("fused_geglu", "triton_temporal_conv", "triton_temporal_attention", "triton_add_layer_norm")
+    if any(getattr(settings, k) for k in triton_settings):
         triton_problem = triton_unavailable() or check_triton_kernels()
         if triton_problem is not None:
-            wanted = [k for k in ("fused_geglu", "triton_temporal_conv", "triton_temporal_attention")
-                      if getattr(settings, k)]
+            wanted = [k for k in triton_settings if getattr(settings, k)]
             applied["skipped"].append(f"{', '.join(wanted)}: {triton_problem}")
         else:
             triton_attention = settings.triton_temporal_attention
+            triton_norms = settings.triton_add_layer_norm
             if settings.fused_geglu and (n := fused_geglus(pipe.unet)):
                 did(f"fused Triton GEGLU projection in {n} feed-forwards")
             if settings.triton_temporal_conv and (
@@ -254,6 +258,8 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
         did(f"{n} GroupNorms computed from per-channel statistics")
     if triton_attention and (n := frame_major_temporal_blocks(pipe.unet)):
         did(f"{n} temporal transformer blocks kept frame-major, their attention by a Triton short-sequence kernel")
+    if triton_norms and (n := fused_add_layer_norms(pipe.unet)):
+        did(f"{n} layer norms computed with their residual adds by a Triton one-pass kernel")
     # The frame-major blocks compute their own attention: the processor would only be recorded, never run.
     if settings.efficient_temporal_attention and not triton_attention and (
         n := efficient_temporal_attention(pipe.unet)
@@ -526,6 +532,7 @@ class FrameMajorTemporalBlock(torch.nn.Module):
     def __init__(self, block: torch.nn.Module):
         super().__init__()
         self.block = block
+        self.fused_norms = False  # fused_add_layer_norms turns the Triton add + layer norm on
 
     @staticmethod
     def suits(block: torch.nn.Module) -> bool:
@@ -543,13 +550,12 @@ class FrameMajorTemporalBlock(torch.nn.Module):
             return blk(hidden_states, num_frames=num_frames, encoder_hidden_states=encoder_hidden_states)
         bf, p, c = hidden_states.shape
         b = bf // num_frames
-        h = blk.ff_in(blk.norm_in(hidden_states)) + hidden_states
-        h = self._self_attention(blk.norm1(h), b, num_frames) + h
-        if blk.attn2 is not None:
-            # One context token per sequence (position): its output is added to that position in every frame.
-            cross = _single_token_output(blk.attn2, encoder_hidden_states)
-            h = (h.view(b, num_frames, p, c) + cross.view(b, 1, p, c)).view(bf, p, c)
-        return blk.ff(blk.norm3(h)) + h
+        h, x = _add_norm(blk.ff_in(blk.norm_in(hidden_states)), hidden_states, blk.norm1, self.fused_norms)
+        attention = self._self_attention(x, b, num_frames)
+        # One context token per sequence (position): its output is added to that position in every frame.
+        cross = _single_token_output(blk.attn2, encoder_hidden_states) if blk.attn2 is not None else None
+        h, x = _add_norm(attention, h, blk.norm3, self.fused_norms, cross, num_frames * p, p)
+        return blk.ff(x) + h
 
     def _self_attention(self, x: torch.Tensor, b: int, f: int) -> torch.Tensor:
         attn = self.block.attn1
@@ -573,6 +579,78 @@ def frame_major_temporal_blocks(unet: torch.nn.Module) -> int:
     return _replace_children(unet, lambda child, parent: (FrameMajorTemporalBlock.suits(child)
                                                           and not isinstance(parent, FrameMajorTemporalBlock)),
                              FrameMajorTemporalBlock)
+
+
+class FusedNormTransformerBlock(torch.nn.Module):
+    """diffusers' BasicTransformerBlock (SVD's spatial blocks), with the norm before its feed-forward computed
+    together with the two residual adds before it, by renderer/triton_kernels.py's one-pass kernel on CUDA.
+
+    Compiled, Inductor fuses each residual add into the layer norm after it, but generates most of those kernels as
+    two-pass loops over each row, at 800-1,700 GB/s (docs/performance.md). The kernel reads the inputs once and
+    writes the sum and the normalised rows, rounding each sum as eager torch does. The cross-attention onto the one
+    CLIP token is SingleTokenCrossAttnProcessor's exact shortcut, broadcast over positions. Any call or block this
+    does not cover (masks, attention kwargs, chunked feed-forwards, other norms) goes to the original block.
+    """
+
+    def __init__(self, block: torch.nn.Module):
+        super().__init__()
+        self.block = block
+
+    @staticmethod
+    def suits(block: torch.nn.Module) -> bool:
+        from diffusers.models.attention import BasicTransformerBlock
+
+        return (type(block) is BasicTransformerBlock and block.norm_type == "layer_norm" and block.pos_embed is None
+                and not block.only_cross_attention and block.attn2 is not None and _plain_attention(block.attn2)
+                and isinstance(block.norm3, torch.nn.LayerNorm) and block.norm3.bias is not None)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, timestep=None, cross_attention_kwargs=None, class_labels=None,
+                added_cond_kwargs=None) -> torch.Tensor:
+        blk = self.block
+        covered = (attention_mask is None and encoder_attention_mask is None and not cross_attention_kwargs
+                   and blk._chunk_size is None and hidden_states.ndim == 3 and encoder_hidden_states is not None
+                   and encoder_hidden_states.ndim == 3 and encoder_hidden_states.shape[1] == 1)
+        if not covered:
+            return blk(hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
+                       encoder_attention_mask=encoder_attention_mask, timestep=timestep,
+                       cross_attention_kwargs=cross_attention_kwargs, class_labels=class_labels,
+                       added_cond_kwargs=added_cond_kwargs)
+        attention = blk.attn1(blk.norm1(hidden_states))
+        cross = _single_token_output(blk.attn2, encoder_hidden_states)  # [B·F, 1, C], the same for every position
+        h, x = _add_norm(attention, hidden_states, blk.norm3, True, cross, hidden_states.shape[1], 1)
+        return blk.ff(x) + h
+
+
+def _add_norm(x: torch.Tensor, residual: torch.Tensor, norm: torch.nn.Module, fused: bool,
+              c: torch.Tensor | None = None, c_outer: int = 1, c_inner: int = 1):
+    """(s, norm(s)) for s = x + residual, then + c, where c holds one row for each c_inner rows of every c_outer
+    (s as [groups, c_outer / c_inner, c_inner, C] plus c as [groups, 1, c_inner, C]). With `fused`, on CUDA in
+    fp16/bf16, as one Triton kernel (the same sums, normalised in float32 as torch's layer norm is)."""
+    shape = x.shape
+    channels = shape[-1]
+    if fused and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and type(norm) is torch.nn.LayerNorm \
+            and norm.weight is not None and norm.bias is not None:
+        flat = [t.reshape(-1, channels).contiguous() if t is not None else None for t in (x, residual, c)]
+        s, y = _add_layer_norm_op(flat[0], flat[1], norm.weight, norm.bias, norm.eps, flat[2], c_outer, c_inner)
+        return s.view(shape), y.view(shape)
+    s = x + residual
+    if c is not None:
+        s = (s.view(-1, c_outer // c_inner, c_inner, channels) + c.view(-1, 1, c_inner, channels)).view(shape)
+    return s, norm(s)
+
+
+def fused_add_layer_norms(unet: torch.nn.Module) -> int:
+    """Compute the layer norms after residual adds with the Triton one-pass kernel: the feed-forward norm of every
+    BasicTransformerBlock FusedNormTransformerBlock covers, and two norms of every FrameMajorTemporalBlock. Returns
+    how many norms changed (0 when already applied)."""
+    count = 2 * sum(not m.fused_norms for m in unet.modules() if isinstance(m, FrameMajorTemporalBlock))
+    for m in unet.modules():
+        if isinstance(m, FrameMajorTemporalBlock):
+            m.fused_norms = True
+    return count + _replace_children(unet, lambda child, parent: (FusedNormTransformerBlock.suits(child)
+                                                                  and not isinstance(parent, FusedNormTransformerBlock)),
+                                     FusedNormTransformerBlock)
 
 
 def triton_unavailable() -> str | None:
@@ -635,6 +713,19 @@ def _short_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
 @_short_attention_op.register_fake
 def _(q, k, v, heads):
     return _attention_output(q)
+
+
+@torch.library.custom_op("svdrender::add_layer_norm", mutates_args=())
+def _add_layer_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
+                       c: torch.Tensor | None, c_outer: int, c_inner: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from renderer import triton_kernels
+
+    return triton_kernels.add_layer_norm(x, residual, weight, bias, eps, c, c_outer, c_inner)
+
+
+@_add_layer_norm_op.register_fake
+def _(x, residual, weight, bias, eps, c, c_outer, c_inner):
+    return torch.empty_like(x), torch.empty_like(x)
 
 
 def _attention_output(q: torch.Tensor) -> torch.Tensor:
@@ -742,6 +833,18 @@ def check_triton_kernels(device: str = "cuda") -> str | None:
             frame_major = FrameMajorTemporalBlock(block)(x, 25, context)
             if not torch.allclose(frame_major.float(), block(x, 25, context).float(), atol=2e-2, rtol=2e-2):
                 return "the short-sequence attention kernel's temporal block disagrees with diffusers'"
+            norm = torch.nn.LayerNorm(320).to(device, torch.float16)
+            torch.nn.init.normal_(norm.weight, generator=gen)
+            torch.nn.init.normal_(norm.bias, generator=gen)
+            a, r = (torch.randn(2 * 25 * 6, 320, device=device, dtype=torch.float16, generator=gen) for _ in "ar")
+            for c, outer, inner in ((None, 1, 1), (torch.randn(2 * 25, 320, device=device, dtype=torch.float16,
+                                                               generator=gen), 6, 1),
+                                    (torch.randn(2 * 6, 320, device=device, dtype=torch.float16, generator=gen),
+                                     25 * 6, 6)):
+                fused = _add_norm(a, r, norm, True, c, outer, inner)
+                plain = _add_norm(a, r, norm, False, c, outer, inner)
+                if not all(torch.allclose(f.float(), p.float(), atol=2e-2, rtol=2e-2) for f, p in zip(fused, plain)):
+                    return "the add + layer norm kernel disagrees with torch"
     except Exception as exc:  # any failure to build or run the kernels means: do not use them
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     return None

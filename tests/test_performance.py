@@ -53,8 +53,50 @@ def test_rewrites_of_the_fast_profile_keep_the_unet_output(unet):
         assert performance.frame_major_temporal_blocks(unet) == 4  # off CUDA its attention is SDPA on copies
         frame_major = unet(*inputs, return_dict=False)[0]
         assert performance.frame_major_temporal_blocks(unet) == 0
+        # 4 spatial blocks' feed-forward norms and 2 norms in each of 4 temporal blocks (torch's ops off CUDA).
+        assert performance.fused_add_layer_norms(unet) == 12
+        assert sum(isinstance(m, performance.FusedNormTransformerBlock) for m in unet.modules()) == 4
+        fused_norms = unet(*inputs, return_dict=False)[0]
+        assert performance.fused_add_layer_norms(unet) == 0
     torch.testing.assert_close(rewritten, reference, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(frame_major, reference, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fused_norms, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_norm_transformer_block_is_diffusers_block():
+    from diffusers.models.attention import BasicTransformerBlock
+
+    torch.manual_seed(0)
+    block = BasicTransformerBlock(24, 2, 12, cross_attention_dim=16).eval()
+    for p in block.parameters():  # diffusers' init leaves norms at 1/0: make every term count
+        torch.nn.init.normal_(p, std=0.3)
+    assert performance.FusedNormTransformerBlock.suits(block)
+    fused = performance.FusedNormTransformerBlock(block)
+    original_calls = []
+    block.register_forward_hook(lambda *args: original_calls.append(1))
+    x = torch.randn(6, 5, 24)
+    with torch.no_grad():
+        for context_tokens in (1, 2):  # two context tokens: not covered, the original block runs
+            context = torch.randn(6, context_tokens, 16)
+            out = fused(x, encoder_hidden_states=context)
+            assert len(original_calls) == context_tokens - 1
+            torch.testing.assert_close(out, block(x, encoder_hidden_states=context), rtol=1e-5, atol=1e-5)
+            original_calls.clear()
+
+
+@pytest.mark.parametrize("c_outer, c_inner", [(5, 1), (15, 5)], ids=["per-group", "per-position"])
+def test_add_norm_broadcasts_c_as_documented(c_outer, c_inner):
+    # The Triton kernel reads c's row (i // c_outer) * c_inner + i % c_inner for row i; torch's path must agree.
+    torch.manual_seed(0)
+    x, r = torch.randn(2, 3 * 5, 8), torch.randn(2, 3 * 5, 8)
+    c = torch.randn(2 * 3 * 5 // c_outer * c_inner, 8)
+    norm = torch.nn.LayerNorm(8)
+    rows = torch.arange(2 * 3 * 5)
+    expected = (x + r).reshape(-1, 8) + c[(rows // c_outer) * c_inner + rows % c_inner]
+    with torch.no_grad():
+        s, y = performance._add_norm(x, r, norm, True, c, c_outer, c_inner)
+        torch.testing.assert_close(s.reshape(-1, 8), expected)
+        torch.testing.assert_close(y, norm(s))
 
 
 def test_frame_major_temporal_block_is_diffusers_block():
@@ -106,8 +148,8 @@ def test_one_sample_at_a_time_gives_the_batch_output(unet):
 def test_profiles_on_a_gpu_and_on_a_cpu():
     fast = performance.profile_settings("fast", "NVIDIA H200", 139.8)
     assert (fast.compile, fast.compile_vae, fast.channel_stats_group_norm, fast.efficient_temporal_attention,
-            fast.fused_geglu, fast.triton_temporal_conv, fast.triton_temporal_attention, fast.cuda_graphs,
-            fast.fp32_vae_encoder) == (True,) * 9
+            fast.fused_geglu, fast.triton_temporal_conv, fast.triton_temporal_attention, fast.triton_add_layer_norm,
+            fast.cuda_graphs, fast.fp32_vae_encoder) == (True,) * 10
     low = performance.profile_settings("low", "NVIDIA H200", 139.8)
     assert (low.cpu_offload, low.unet_one_sample_at_a_time, low.decode_chunk_size, low.compile) == \
         ("model", True, 4, False)
@@ -115,7 +157,7 @@ def test_profiles_on_a_gpu_and_on_a_cpu():
     assert balanced.fp32_vae_encoder  # exact: the same float32 encode without the per-job casts
     assert not (balanced.compile or balanced.channel_stats_group_norm or balanced.efficient_temporal_attention
                 or balanced.fused_geglu or balanced.triton_temporal_conv or balanced.triton_temporal_attention
-                or balanced.cuda_graphs)
+                or balanced.triton_add_layer_norm or balanced.cuda_graphs)
     assert performance.profile_settings("auto", "NVIDIA GeForce RTX 4060 Ti", 15.6).profile == "low"
     assert performance.profile_settings("auto", "NVIDIA H200", 139.8, num_jobs=3).profile == "balanced"
     assert performance.profile_settings("fast", "cpu", 0.0) == performance.PerformanceSettings("off", "float32")
