@@ -542,7 +542,10 @@ class FrameMajorTemporalBlock(torch.nn.Module):
         return (type(block) is TemporalBasicTransformerBlock and block.is_res and _plain_attention(block.attn1)
                 and (block.attn2 is None or _plain_attention(block.attn2)))
 
-    def forward(self, hidden_states: torch.Tensor, num_frames: int, encoder_hidden_states=None) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, num_frames: int, encoder_hidden_states=None,
+                normed: torch.Tensor | None = None) -> torch.Tensor:
+        """`normed`, when given, is norm_in(hidden_states), computed by the caller
+        (FusedNormSpatioTemporalTransformer)."""
         blk = self.block
         single_token = encoder_hidden_states is not None and encoder_hidden_states.ndim == 3 and (
             encoder_hidden_states.shape[1] == 1)
@@ -550,7 +553,8 @@ class FrameMajorTemporalBlock(torch.nn.Module):
             return blk(hidden_states, num_frames=num_frames, encoder_hidden_states=encoder_hidden_states)
         bf, p, c = hidden_states.shape
         b = bf // num_frames
-        h, x = _add_norm(blk.ff_in(blk.norm_in(hidden_states)), hidden_states, blk.norm1, self.fused_norms)
+        normed = blk.norm_in(hidden_states) if normed is None else normed
+        h, x = _add_norm(blk.ff_in(normed), hidden_states, blk.norm1, self.fused_norms)
         attention = self._self_attention(x, b, num_frames)
         # One context token per sequence (position): its output is added to that position in every frame.
         cross = _single_token_output(blk.attn2, encoder_hidden_states) if blk.attn2 is not None else None
@@ -587,9 +591,11 @@ class FusedNormTransformerBlock(torch.nn.Module):
 
     Compiled, Inductor fuses each residual add into the layer norm after it, but generates most of those kernels as
     two-pass loops over each row, at 800-1,700 GB/s (docs/performance.md). The kernel reads the inputs once and
-    writes the sum and the normalised rows, rounding each sum as eager torch does. The cross-attention onto the one
-    CLIP token is SingleTokenCrossAttnProcessor's exact shortcut, broadcast over positions. Any call or block this
-    does not cover (masks, attention kwargs, chunked feed-forwards, other norms) goes to the original block.
+    writes the sum and the normalised rows, rounding each sum as eager torch does. The self-attention is diffusers'
+    AttnProcessor2_0 without its division by rescale_output_factor (1 here, so exact), which would otherwise cost a
+    pass of its own in front of the kernel; the cross-attention onto the one CLIP token is
+    SingleTokenCrossAttnProcessor's exact shortcut, broadcast over positions. Any call or block this does not cover
+    (masks, attention kwargs, chunked feed-forwards, other norms or processors) goes to the original block.
     """
 
     def __init__(self, block: torch.nn.Module):
@@ -599,58 +605,153 @@ class FusedNormTransformerBlock(torch.nn.Module):
     @staticmethod
     def suits(block: torch.nn.Module) -> bool:
         from diffusers.models.attention import BasicTransformerBlock
+        from diffusers.models.attention_processor import AttnProcessor2_0
 
         return (type(block) is BasicTransformerBlock and block.norm_type == "layer_norm" and block.pos_embed is None
-                and not block.only_cross_attention and block.attn2 is not None and _plain_attention(block.attn2)
+                and not block.only_cross_attention and block.attn2 is not None and _plain_attention(block.attn1)
+                and type(block.attn1.processor) is AttnProcessor2_0 and _plain_attention(block.attn2)
                 and isinstance(block.norm3, torch.nn.LayerNorm) and block.norm3.bias is not None)
+
+    def halves(self, hidden_states: torch.Tensor, encoder_hidden_states=None):
+        """(feed-forward output, residual), whose sum is the block's output, or None for a call not covered."""
+        blk = self.block
+        if not (blk._chunk_size is None and hidden_states.ndim == 3 and encoder_hidden_states is not None
+                and encoder_hidden_states.ndim == 3 and encoder_hidden_states.shape[1] == 1):
+            return None
+        x = blk.norm1(hidden_states)
+        attn = blk.attn1
+        b, n, _ = x.shape
+        q, k, v = (t.view(b, n, attn.heads, -1).transpose(1, 2) for t in (attn.to_q(x), attn.to_k(x), attn.to_v(x)))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
+        attention = attn.to_out[1](attn.to_out[0](out.to(q.dtype)))
+        cross = _single_token_output(blk.attn2, encoder_hidden_states)  # [B·F, 1, C], the same for every position
+        h, x = _add_norm(attention, hidden_states, blk.norm3, True, cross, n, 1)
+        return blk.ff(x), h
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, encoder_hidden_states=None,
                 encoder_attention_mask=None, timestep=None, cross_attention_kwargs=None, class_labels=None,
                 added_cond_kwargs=None) -> torch.Tensor:
-        blk = self.block
-        covered = (attention_mask is None and encoder_attention_mask is None and not cross_attention_kwargs
-                   and blk._chunk_size is None and hidden_states.ndim == 3 and encoder_hidden_states is not None
-                   and encoder_hidden_states.ndim == 3 and encoder_hidden_states.shape[1] == 1)
+        plain_call = attention_mask is None and encoder_attention_mask is None and not cross_attention_kwargs
+        parts = self.halves(hidden_states, encoder_hidden_states) if plain_call else None
+        if parts is None:
+            return self.block(hidden_states, attention_mask=attention_mask,
+                              encoder_hidden_states=encoder_hidden_states,
+                              encoder_attention_mask=encoder_attention_mask, timestep=timestep,
+                              cross_attention_kwargs=cross_attention_kwargs, class_labels=class_labels,
+                              added_cond_kwargs=added_cond_kwargs)
+        return parts[0] + parts[1]
+
+
+class FusedNormSpatioTemporalTransformer(torch.nn.Module):
+    """diffusers' TransformerSpatioTemporalModel whose block pairs are FusedNormTransformerBlock and
+    FrameMajorTemporalBlock, with the spatial block's last residual add, the time embedding's add and the temporal
+    block's first layer norm in one kernel pass: it writes the spatial output (for the time mixer), the temporal
+    block's input and that input normalised. The rest is diffusers' forward, line for line. Calls it does not cover
+    go to the original model."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states=None, image_only_indicator=None,
+                return_dict: bool = True):
+        model = self.model
+        pairs = list(zip(model.transformer_blocks, model.temporal_transformer_blocks))
+        covered = (encoder_hidden_states is not None and image_only_indicator is not None
+                   and not (torch.is_grad_enabled() and model.gradient_checkpointing)
+                   and all(isinstance(b, FusedNormTransformerBlock) and isinstance(t, FrameMajorTemporalBlock)
+                           and t.fused_norms for b, t in pairs))
         if not covered:
-            return blk(hidden_states, attention_mask=attention_mask, encoder_hidden_states=encoder_hidden_states,
-                       encoder_attention_mask=encoder_attention_mask, timestep=timestep,
-                       cross_attention_kwargs=cross_attention_kwargs, class_labels=class_labels,
-                       added_cond_kwargs=added_cond_kwargs)
-        attention = blk.attn1(blk.norm1(hidden_states))
-        cross = _single_token_output(blk.attn2, encoder_hidden_states)  # [B·F, 1, C], the same for every position
-        h, x = _add_norm(attention, hidden_states, blk.norm3, True, cross, hidden_states.shape[1], 1)
-        return blk.ff(x) + h
+            return model(hidden_states, encoder_hidden_states=encoder_hidden_states,
+                         image_only_indicator=image_only_indicator, return_dict=return_dict)
+        from diffusers.models.transformers.transformer_temporal import TransformerTemporalModelOutput
+
+        batch_frames, _, height, width = hidden_states.shape
+        num_frames = image_only_indicator.shape[-1]
+        batch_size = batch_frames // num_frames
+        time_context = encoder_hidden_states
+        time_context = time_context[None, :].reshape(batch_size, num_frames, -1, time_context.shape[-1])[:, 0]
+        time_context = time_context[:, None].broadcast_to(batch_size, height * width, time_context.shape[-2],
+                                                          time_context.shape[-1])
+        time_context = time_context.reshape(batch_size * height * width, -1, time_context.shape[-1])
+        residual = hidden_states
+        hidden_states = model.norm(hidden_states)
+        inner_dim = hidden_states.shape[1]
+        hidden_states = hidden_states.permute(0, 2, 3, 1).reshape(batch_frames, height * width, inner_dim)
+        hidden_states = model.proj_in(hidden_states)
+        num_frames_emb = torch.arange(num_frames, device=hidden_states.device).repeat(batch_size, 1).reshape(-1)
+        emb = model.time_pos_embed(model.time_proj(num_frames_emb).to(dtype=hidden_states.dtype))[:, None, :]
+        for block, temporal_block in zip(model.transformer_blocks, model.temporal_transformer_blocks):
+            parts = block.halves(hidden_states, encoder_hidden_states)
+            if parts is None:
+                spatial = block(hidden_states, encoder_hidden_states=encoder_hidden_states)
+                mixed = temporal_block(spatial + emb, num_frames=num_frames, encoder_hidden_states=time_context)
+            else:
+                spatial, mix_in, normed = _add_norm(*parts, temporal_block.block.norm_in, True, emb,
+                                                    height * width, 1, keep_first=True)
+                mixed = temporal_block(mix_in, num_frames=num_frames, encoder_hidden_states=time_context,
+                                       normed=normed)
+            hidden_states = model.time_mixer(x_spatial=spatial, x_temporal=mixed,
+                                             image_only_indicator=image_only_indicator)
+        hidden_states = model.proj_out(hidden_states)
+        hidden_states = hidden_states.reshape(batch_frames, height, width, inner_dim).permute(0, 3, 1, 2).contiguous()
+        output = hidden_states + residual
+        if not return_dict:
+            return (output,)
+        return TransformerTemporalModelOutput(sample=output)
 
 
 def _add_norm(x: torch.Tensor, residual: torch.Tensor, norm: torch.nn.Module, fused: bool,
-              c: torch.Tensor | None = None, c_outer: int = 1, c_inner: int = 1):
+              c: torch.Tensor | None = None, c_outer: int = 1, c_inner: int = 1, keep_first: bool = False):
     """(s, norm(s)) for s = x + residual, then + c, where c holds one row for each c_inner rows of every c_outer
-    (s as [groups, c_outer / c_inner, c_inner, C] plus c as [groups, 1, c_inner, C]). With `fused`, on CUDA in
-    fp16/bf16, as one Triton kernel (the same sums, normalised in float32 as torch's layer norm is)."""
+    (s as [groups, c_outer / c_inner, c_inner, C] plus c as [groups, 1, c_inner, C]); with `keep_first` and a c,
+    (x + residual, s, norm(s)). With `fused`, on CUDA in fp16/bf16, as one Triton kernel (the same sums, normalised
+    in float32 as torch's layer norm is)."""
     shape = x.shape
     channels = shape[-1]
+    keep_first = keep_first and c is not None
     if fused and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and type(norm) is torch.nn.LayerNorm \
             and norm.weight is not None and norm.bias is not None:
         flat = [t.reshape(-1, channels).contiguous() if t is not None else None for t in (x, residual, c)]
-        s, y = _add_layer_norm_op(flat[0], flat[1], norm.weight, norm.bias, norm.eps, flat[2], c_outer, c_inner)
-        return s.view(shape), y.view(shape)
-    s = x + residual
+        args = (flat[0], flat[1], norm.weight, norm.bias, norm.eps, flat[2], c_outer, c_inner)
+        outs = _add_add_layer_norm_op(*args) if keep_first else _add_layer_norm_op(*args)
+        return tuple(t.view(shape) for t in outs)
+    first = s = x + residual
     if c is not None:
         s = (s.view(-1, c_outer // c_inner, c_inner, channels) + c.view(-1, 1, c_inner, channels)).view(shape)
-    return s, norm(s)
+    return (first, s, norm(s)) if keep_first else (s, norm(s))
 
 
 def fused_add_layer_norms(unet: torch.nn.Module) -> int:
-    """Compute the layer norms after residual adds with the Triton one-pass kernel: the feed-forward norm of every
-    BasicTransformerBlock FusedNormTransformerBlock covers, and two norms of every FrameMajorTemporalBlock. Returns
-    how many norms changed (0 when already applied)."""
-    count = 2 * sum(not m.fused_norms for m in unet.modules() if isinstance(m, FrameMajorTemporalBlock))
+    """Compute the layer norms after residual adds with the Triton one-pass kernel: in every FrameMajorTemporalBlock
+    two, in every BasicTransformerBlock FusedNormTransformerBlock covers its feed-forward norm, and where a
+    TransformerSpatioTemporalModel's blocks are both, the temporal block's first (FusedNormSpatioTemporalTransformer).
+    Returns how many norms changed (0 when already applied)."""
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+
+    count = 0
     for m in unet.modules():
-        if isinstance(m, FrameMajorTemporalBlock):
+        if isinstance(m, FrameMajorTemporalBlock) and not m.fused_norms:
             m.fused_norms = True
-    return count + _replace_children(unet, lambda child, parent: (FusedNormTransformerBlock.suits(child)
-                                                                  and not isinstance(parent, FusedNormTransformerBlock)),
-                                     FusedNormTransformerBlock)
+            count += 2
+    count += _replace_children(unet, lambda child, parent: (FusedNormTransformerBlock.suits(child)
+                                                            and not isinstance(parent, FusedNormTransformerBlock)),
+                               FusedNormTransformerBlock)
+
+    def covered(child, parent) -> bool:
+        return (type(child) is TransformerSpatioTemporalModel
+                and not isinstance(parent, FusedNormSpatioTemporalTransformer)
+                and all(isinstance(b, FusedNormTransformerBlock) and isinstance(t, FrameMajorTemporalBlock)
+                        for b, t in zip(child.transformer_blocks, child.temporal_transformer_blocks)))
+
+    pairs = []  # each wrapped model's block pairs: one norm each
+
+    def wrap(model):
+        pairs.append(len(model.transformer_blocks))
+        return FusedNormSpatioTemporalTransformer(model)
+
+    _replace_children(unet, covered, wrap)
+    return count + sum(pairs)
 
 
 def triton_unavailable() -> str | None:
@@ -726,6 +827,20 @@ def _add_layer_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 @_add_layer_norm_op.register_fake
 def _(x, residual, weight, bias, eps, c, c_outer, c_inner):
     return torch.empty_like(x), torch.empty_like(x)
+
+
+@torch.library.custom_op("svdrender::add_add_layer_norm", mutates_args=())
+def _add_add_layer_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                           eps: float, c: torch.Tensor, c_outer: int, c_inner: int
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from renderer import triton_kernels
+
+    return triton_kernels.add_layer_norm(x, residual, weight, bias, eps, c, c_outer, c_inner, keep_first=True)
+
+
+@_add_add_layer_norm_op.register_fake
+def _(x, residual, weight, bias, eps, c, c_outer, c_inner):
+    return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
 
 
 def _attention_output(q: torch.Tensor) -> torch.Tensor:
@@ -841,8 +956,8 @@ def check_triton_kernels(device: str = "cuda") -> str | None:
                                                                generator=gen), 6, 1),
                                     (torch.randn(2 * 6, 320, device=device, dtype=torch.float16, generator=gen),
                                      25 * 6, 6)):
-                fused = _add_norm(a, r, norm, True, c, outer, inner)
-                plain = _add_norm(a, r, norm, False, c, outer, inner)
+                fused = _add_norm(a, r, norm, True, c, outer, inner, keep_first=True)
+                plain = _add_norm(a, r, norm, False, c, outer, inner, keep_first=True)
                 if not all(torch.allclose(f.float(), p.float(), atol=2e-2, rtol=2e-2) for f, p in zip(fused, plain)):
                     return "the add + layer norm kernel disagrees with torch"
     except Exception as exc:  # any failure to build or run the kernels means: do not use them

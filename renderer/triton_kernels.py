@@ -150,8 +150,9 @@ def _short_attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, F, sq_b, sq_p, sq_f, sk_
 
 
 @triton.jit
-def _add_layer_norm_kernel(x_ptr, r_ptr, c_ptr, w_ptr, b_ptr, s_ptr, y_ptr, M, C, c_outer, c_inner, eps,
-                           HAS_C: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
+def _add_layer_norm_kernel(x_ptr, r_ptr, c_ptr, w_ptr, b_ptr, first_ptr, s_ptr, y_ptr, M, C, c_outer, c_inner, eps,
+                           HAS_C: tl.constexpr, KEEP_FIRST: tl.constexpr, BLOCK_M: tl.constexpr,
+                           BLOCK_C: tl.constexpr):
     # BLOCK_M whole rows of [M, C] per program, read once: the sum and its statistics stay in registers.
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)[:, None]
     cols = tl.arange(0, BLOCK_C)[None, :]
@@ -159,6 +160,8 @@ def _add_layer_norm_kernel(x_ptr, r_ptr, c_ptr, w_ptr, b_ptr, s_ptr, y_ptr, M, C
     dtype = s_ptr.dtype.element_ty
     s = (tl.load(x_ptr + rows * C + cols, mask=inside, other=0.0).to(tl.float32)
          + tl.load(r_ptr + rows * C + cols, mask=inside, other=0.0).to(tl.float32)).to(dtype)
+    if KEEP_FIRST:
+        tl.store(first_ptr + rows * C + cols, s, mask=inside)
     if HAS_C:
         # One row of c per c_inner rows of a group of c_outer: (row // c_outer) * c_inner + row % c_inner.
         c_rows = (rows // c_outer) * c_inner + rows % c_inner
@@ -234,20 +237,23 @@ def short_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: in
 
 
 def _add_layer_norm_config(c: int) -> dict:
-    # About 8 K elements a program: 16 rows of 320-512 channels, 8 of 640, 4 of 1,280.
+    # Measured on an H200 (benchmarks/add_layer_norm.py): 8 rows a program up to 1,024 channels, 4 at 2,048, 4 warps.
     block_c = triton.next_power_of_2(c)
-    return dict(BLOCK_M=max(1, 8192 // block_c), BLOCK_C=block_c, num_warps=8 if block_c >= 1024 else 4)
+    return dict(BLOCK_M=max(1, min(8, 8192 // block_c)), BLOCK_C=block_c, num_warps=4)
 
 
 def add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float,
-                   c: torch.Tensor | None = None, c_outer: int = 1, c_inner: int = 1, config: dict | None = None):
+                   c: torch.Tensor | None = None, c_outer: int = 1, c_inner: int = 1, keep_first: bool = False,
+                   config: dict | None = None):
     """s = x + residual (+ c's row (i // c_outer) * c_inner + i % c_inner for row i), each sum rounded as torch
-    rounds it, and layer_norm(s) * weight + bias; x, residual, c contiguous [rows, C]. Returns (s, normed)."""
+    rounds it, and layer_norm(s) * weight + bias; x, residual, c contiguous [rows, C]. Returns (s, normed), or with
+    `keep_first` (x + residual, s, normed)."""
     m, cols = x.shape
     s = torch.empty_like(x)
     y = torch.empty_like(x)
+    first = torch.empty_like(x) if keep_first else s
     cfg = config or _add_layer_norm_config(cols)
     _add_layer_norm_kernel[(triton.cdiv(m, cfg["BLOCK_M"]),)](
-        x, residual, c if c is not None else x, weight, bias, s, y, m, cols, c_outer, c_inner, eps,
-        HAS_C=c is not None, **cfg)
-    return s, y
+        x, residual, c if c is not None else x, weight, bias, first, s, y, m, cols, c_outer, c_inner, eps,
+        HAS_C=c is not None, KEEP_FIRST=keep_first, **cfg)
+    return (first, s, y) if keep_first else (s, y)

@@ -53,10 +53,17 @@ def test_rewrites_of_the_fast_profile_keep_the_unet_output(unet):
         assert performance.frame_major_temporal_blocks(unet) == 4  # off CUDA its attention is SDPA on copies
         frame_major = unet(*inputs, return_dict=False)[0]
         assert performance.frame_major_temporal_blocks(unet) == 0
-        # 4 spatial blocks' feed-forward norms and 2 norms in each of 4 temporal blocks (torch's ops off CUDA).
-        assert performance.fused_add_layer_norms(unet) == 12
+        # 4 spatial blocks' feed-forward norms, 2 norms in each of 4 temporal blocks and their first norm, fused
+        # with the spatial block's last add by the 4 transformers (torch's ops off CUDA).
+        assert performance.fused_add_layer_norms(unet) == 16
         assert sum(isinstance(m, performance.FusedNormTransformerBlock) for m in unet.modules()) == 4
+        wrappers = [m for m in unet.modules() if isinstance(m, performance.FusedNormSpatioTemporalTransformer)]
+        assert len(wrappers) == 4
+        original_calls = []
+        for w in wrappers:  # the wrappers' own forward runs, not diffusers' (which the fallback would call)
+            w.model.register_forward_hook(lambda *args: original_calls.append(1))
         fused_norms = unet(*inputs, return_dict=False)[0]
+        assert not original_calls
         assert performance.fused_add_layer_norms(unet) == 0
     torch.testing.assert_close(rewritten, reference, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(frame_major, reference, rtol=1e-4, atol=1e-4)
@@ -97,6 +104,8 @@ def test_add_norm_broadcasts_c_as_documented(c_outer, c_inner):
         s, y = performance._add_norm(x, r, norm, True, c, c_outer, c_inner)
         torch.testing.assert_close(s.reshape(-1, 8), expected)
         torch.testing.assert_close(y, norm(s))
+        first, s3, y3 = performance._add_norm(x, r, norm, True, c, c_outer, c_inner, keep_first=True)
+        assert torch.equal(first, x + r) and torch.equal(s3, s) and torch.equal(y3, y)
 
 
 def test_frame_major_temporal_block_is_diffusers_block():
