@@ -7,6 +7,7 @@ status" on stderr) and by the temporaries it writes; failure tests run `run_plan
 or on a stand-in engine where the test is about what happens around rendering."""
 
 import fcntl
+import hashlib
 import json
 import queue
 import re
@@ -226,6 +227,17 @@ class StandInEngine:
 
 def render_in_process(path: Path, engine=None, **kwargs):
     return run_plan(make_plan(load_recipe(path), **kwargs), engine=engine or StandInEngine(), quiet=True)
+
+
+def test_sidecars_record_the_sha256_of_the_frames_each_job_rendered(write_recipe, tmp_path):
+    # The writer hashes the frames while ffmpeg encodes them; the record must still be that job's frames.
+    rng = np.random.default_rng(0)
+    frames = {seed: rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8) for seed in (1, 2, 3)}
+    run = render_in_process(write_recipe(tiny(frames)), StandInEngine(frames_for=lambda job: frames[job.seed]))
+    assert run.exit_code == 0
+    for seed, f in frames.items():
+        record = load_json(tmp_path / "out" / "coffee" / "euler" / f"seed-{seed}.json")
+        assert record["frames_sha256"] == hashlib.sha256(f.tobytes()).hexdigest()
 
 
 def test_plan_says_why_each_job_renders(write_recipe, tmp_path):
