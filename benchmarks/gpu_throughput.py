@@ -1,7 +1,7 @@
 """Videos per second of full-size SVD-XT: the plain diffusers loop against svdrender itself, side by side.
 
-One process renders the same batch (2 input images × 2 Euler presets, one seed per image, 4 jobs), from one
-generated recipe (model builtin:svd-xt-random: the full SVD-XT architecture with seeded random weights, nothing to
+One process renders the same batch (2 input images × 2 Euler presets, one seed per image, 4 jobs; --seeds 2: two
+seeds per image, 8 jobs, and (b) renders the 4-job batch as a run of its own first), from one generated recipe (model builtin:svd-xt-random: the full SVD-XT architecture with seeded random weights, nothing to
 download; SVD_FACTS.md):
   (a) plain diffusers as the model card writes it: the pipeline built once on the GPU, then per job
       pipe(image, decode_chunk_size=8, generator=torch.manual_seed(seed)).frames[0] and export_to_video;
@@ -15,6 +15,7 @@ everything to --json.
 
     python benchmarks/gpu_throughput.py --json out.json                       # GPU, full size: plain vs fast
     python benchmarks/gpu_throughput.py --profiles balanced,fast --json out.json
+    python benchmarks/gpu_throughput.py --seeds 2 --plain-last --json out.json  # 8 jobs, and the 4-job batch
     python benchmarks/gpu_throughput.py --no-plain --profiles low,low+decode_chunk_size=4 --jobs 1 --json low.json
     python benchmarks/gpu_throughput.py --tiny --steps 3 --json /tmp/t.json   # CPU smoke test (builtin:tiny)
 
@@ -85,6 +86,8 @@ def parse_args(argv=None):
     p.add_argument("--width", type=int, default=None, help="default 1024 (64 with --tiny)")
     p.add_argument("--decode-chunk-size", type=int, default=8)
     p.add_argument("--jobs", type=int, default=None, help="render only the first N jobs of the batch")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per input image: 2 makes an 8-job batch; then (b)"
+                   " also renders the 1-seed 4-job batch first, as its own run, and both are compared with (a)")
     p.add_argument("--warmup-steps", type=int, default=2, help="denoising steps of the untimed warm-up job")
     p.add_argument("--no-plain", action="store_true", help="skip path (a); no frame comparison")
     p.add_argument("--plain-last", action="store_true", help="run path (a) after the profiles (a profile that "
@@ -120,11 +123,11 @@ def fast_unet_on_gpu(**overrides):
     return pipe, applied, (sample, torch.tensor(1.2, device=device), emb, time_ids)
 
 
-def write_recipe(work: Path, name: str, args, items: dict[str, int], steps: int) -> Path:
-    """A recipe rendering each input image (name → seed) with every preset in PRESETS."""
+def write_recipe(work: Path, name: str, args, items: dict[str, list[int]], steps: int) -> Path:
+    """A recipe rendering each input image (name → seeds) with every preset in PRESETS."""
     model = "builtin:tiny" if args.tiny else "builtin:svd-xt-random"
-    lines = "\n".join(f"  - {{name: {item}, image: {REPO / INPUT_IMAGES[item]}, seeds: [{seed}]}}"
-                      for item, seed in items.items())
+    lines = "\n".join(f"  - {{name: {item}, image: {REPO / INPUT_IMAGES[item]}, seeds: {seeds}}}"
+                      for item, seeds in items.items())
     path = work / f"{name}.yaml"
     path.write_text(RECIPE.format(name=name, model=model, out=work / name, presets=", ".join(PRESETS),
                                   width=args.width, height=args.height, frames=args.frames, steps=steps,
@@ -132,19 +135,31 @@ def write_recipe(work: Path, name: str, args, items: dict[str, int], steps: int)
     return path
 
 
+FIRST_SEEDS = {"astronaut": 1000, "rocket": 1001}
+
+
 def make_batch(work: Path, args):
-    """The benchmark's plan, and a one-job plan for warming up (compiling) an Engine, in a fresh folder."""
+    """The benchmark's plan, a one-job plan for warming up (compiling) an Engine, and with --seeds > 1 the 1-seed
+    plan (the 4-job batch, its own recipe and output folder), in a fresh folder."""
     from renderer.plan import make_plan
     from renderer.recipe import load_recipe
 
     work.mkdir(parents=True)
-    plan = make_plan(load_recipe(write_recipe(work, "batch", args, {"astronaut": 1000, "rocket": 1001},
-                                              args.steps)))
+
+    def seeds(first: int, n: int) -> list[int]:
+        return [first + 2 * i for i in range(n)]  # 1000, 1002, ... and 1001, 1003, ...
+
+    plan = make_plan(load_recipe(write_recipe(work, "batch", args, {k: seeds(v, args.seeds)
+                                                                    for k, v in FIRST_SEEDS.items()}, args.steps)))
     if args.jobs:
         plan = make_plan(plan.recipe, only=tuple(j.id for j in plan.jobs[: args.jobs]))
-    warm = make_plan(load_recipe(write_recipe(work, "warmup", args, {"rocket": 0}, args.warmup_steps)),
+    warm = make_plan(load_recipe(write_recipe(work, "warmup", args, {"rocket": [0]}, args.warmup_steps)),
                      only=("rocket/euler",))
-    return plan, warm
+    first = None
+    if args.seeds > 1:
+        first = make_plan(load_recipe(write_recipe(work, "first", args, {k: [v] for k, v in FIRST_SEEDS.items()},
+                                                   args.steps)))
+    return plan, warm, first
 
 
 class StepClock:
@@ -283,7 +298,8 @@ def run_profile(spec: str, work: Path, args, device) -> tuple[dict, dict]:
     from renderer.batch import run_plan
     from renderer.engine import Engine
 
-    plan, warm = make_batch(work, args)
+    plan, warm, first = make_batch(work, args)
+
     class RecordingEngine(Engine):
         """The real Engine, keeping each job's frames and per-step CUDA events for the comparison."""
 
@@ -316,25 +332,31 @@ def run_profile(spec: str, work: Path, args, device) -> tuple[dict, dict]:
     warmup_s = time.perf_counter() - t0
     assert warm_run.exit_code == 0, [r.detail for r in warm_run.results]
 
+    def timed(plan) -> dict:
+        t0 = time.perf_counter()
+        run = run_plan(plan, engine=engine, quiet=True)
+        batch_s = time.perf_counter() - t0
+        assert run.exit_code == 0, [r.detail for r in run.results]
+        per_job = []
+        for r in run.results:
+            steps = engine.steps[r.job.id]
+            per_job.append({"job": r.job.id, "timings": r.sidecar["timings"],
+                            "step_s_median": round(statistics.median(steps), 4) if steps else None})
+        return {"batch_s": round(batch_s, 3), "jobs": per_job}
+
     reset_memory(device)
-    t0 = time.perf_counter()
-    run = run_plan(plan, engine=engine, quiet=True)
-    batch_s = time.perf_counter() - t0
-    assert run.exit_code == 0, [r.detail for r in run.results]
-    per_job = []
-    for r in run.results:
-        steps = engine.steps[r.job.id]
-        per_job.append({"job": r.job.id, "timings": r.sidecar["timings"],
-                        "step_s_median": round(statistics.median(steps), 4) if steps else None})
+    # The 4-job batch as a run of its own (its last video's encode is its tail), then the whole batch.
+    first_batch = timed(first) if first is not None else None
     report = {
         "request": request,
         "performance": engine.performance,
         "load_s": engine.info.load_seconds,
         "warmup_s": round(warmup_s, 2),
-        "batch_s": round(batch_s, 3),
-        "jobs": per_job,
+        **timed(plan),
         **memory_stats(device),
     }
+    if first_batch is not None:
+        report["first_batch"] = first_batch
     frames = engine.frames
     engine = None  # frees the GPU for the next path
     reset_memory(device)
@@ -374,7 +396,7 @@ def main(argv=None) -> int:
     import diffusers
 
     work = Path(args.out_dir or tempfile.mkdtemp(prefix="svdr-bench-"))
-    plan, _ = make_batch(work / "plain", args)
+    plan, _, first = make_batch(work / "plain", args)
     n = len(plan.jobs)
 
     device_name, vram = performance.describe_device() if device.type == "cuda" else ("cpu", 0.0)
@@ -420,6 +442,20 @@ def main(argv=None) -> int:
         rep = report["paths"][spec]
         rep["accuracy_vs_plain"] = {jid: compare(f, reference[jid]) for jid, f in frames.items() if jid in reference}
         rows.append(summarize(spec, rep, n, flop, plain_spv))
+    if first is not None:
+        # (a)'s jobs run one after another with nothing carried over, so its 1-seed jobs' own times are what the
+        # 4-job batch takes in (a); (b) rendered that batch as a run of its own.
+        ids = {j.id for j in first.jobs}
+        k = len(ids)
+        plain_first = ({"batch_s": round(sum(j["total_s"] for j in plain["jobs"] if j["job"] in ids), 3),
+                        "jobs": [j for j in plain["jobs"] if j["job"] in ids], "warmup_s": plain["warmup_s"]}
+                       if plain else None)
+        if plain_first:
+            rows.append(summarize(f"plain, first {k} jobs", plain_first, k, flop, None))
+        for spec in frames_by_spec:
+            rep = dict(report["paths"][spec]["first_batch"], warmup_s=report["paths"][spec]["warmup_s"])
+            rows.append(summarize(f"{spec}, {k}-job batch", rep, k, flop,
+                                  plain_first["batch_s"] / k if plain_first else None))
     report["summary"] = rows
     save()
 
