@@ -1,5 +1,5 @@
-"""Three Triton kernels for SVD on Hopper GPUs: two persistent GEMMs over TMA descriptors and a short-sequence
-attention. Import only where Triton and a CUDA device exist (performance.triton_unavailable() says whether they do).
+"""Four Triton kernels for SVD on Hopper GPUs: two persistent GEMMs over TMA descriptors, a short-sequence attention
+and a residual add with its layer norm. Import only where Triton and a CUDA device exist (performance.triton_unavailable() says whether they do).
 
 * geglu: diffusers' GEGLU, `h * gelu(gate)` with `[h, gate] = x @ W.T + b`. The projection's weight rows are stored
   interleaved in groups of 64 (value rows, then the matching gate rows; performance.interleave_geglu), so one
@@ -12,6 +12,8 @@ attention. Import only where Triton and a CUDA device exist (performance.triton_
   head, reading each head's columns of the projections where they are, at any strides: the temporal blocks keep
   their tokens frame-major ([B, frames, positions, C], performance.FrameMajorTemporalBlock), so a sequence is one
   position's 25 rows, a frame apart. SDPA's kernels want [sequences, heads, frames, D] copies.
+* add_layer_norm: x + residual (+ a broadcast row), written, and its layer norm, reading each row once. Inductor
+  fuses the same adds into its layer norms but generates most of them in the UNet as two-pass loops.
 
 Numerics: float32 accumulation, the bias added before rounding to the activation dtype, as cuBLAS and cuDNN do;
 GEGLU rounds the projection to that dtype, then computes gelu (erf form) and the product in float32 and rounds
