@@ -1,8 +1,9 @@
 """Videos per second of full-size SVD-XT: the plain diffusers loop against svdrender itself, side by side.
 
 One process renders the same batch (2 input images × 2 Euler presets, one seed per image, 4 jobs; --seeds 2: two
-seeds per image, 8 jobs, and (b) renders the 4-job batch as a run of its own first), from one generated recipe (model builtin:svd-xt-random: the full SVD-XT architecture with seeded random weights, nothing to
-download; SVD_FACTS.md):
+seeds per image, 8 jobs, and (b) renders the 4-job batch as a run of its own first), from one generated recipe
+(model builtin:svd-xt-random: the full SVD-XT architecture with seeded random weights, nothing to download;
+SVD_FACTS.md):
   (a) plain diffusers as the model card writes it: the pipeline built once on the GPU, then per job
       pipe(image, decode_chunk_size=8, generator=torch.manual_seed(seed)).frames[0] and export_to_video;
   (b) svdrender for each requested performance profile: `run_plan` on the recipe's plan with a real `Engine`, i.e.
