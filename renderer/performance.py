@@ -488,12 +488,16 @@ class EfficientShortAttnProcessor:
             or not _plain_attention(attn)
         ):
             return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kw)
-        b, n, _ = hidden_states.shape
-        q, k, v = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        d = k.shape[-1] // attn.heads
-        q, k, v = (t.view(b, n, attn.heads, d).transpose(1, 2) for t in (q, k, v))
-        out = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False)[0]
-        return attn.to_out[1](attn.to_out[0](out.transpose(1, 2).reshape(b, n, attn.heads * d)))
+        return _self_attention(attn, hidden_states, lambda q, k, v: (
+            torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, False)[0]))
+
+
+def _self_attention(attn, x: torch.Tensor, sdpa=torch.nn.functional.scaled_dot_product_attention) -> torch.Tensor:
+    """A _plain_attention layer's self-attention over x [B, N, C]: its projections, `sdpa` on [B, heads, N, D]
+    views, its output projection; what diffusers' AttnProcessor2_0 computes for such a layer."""
+    b, n, _ = x.shape
+    q, k, v = (t.view(b, n, attn.heads, -1).transpose(1, 2) for t in (attn.to_q(x), attn.to_k(x), attn.to_v(x)))
+    return attn.to_out[1](attn.to_out[0](sdpa(q, k, v).transpose(1, 2).reshape(b, n, -1)))
 
 
 def _plain_attention(attn) -> bool:
@@ -618,14 +622,9 @@ class FusedNormTransformerBlock(torch.nn.Module):
         if not (blk._chunk_size is None and hidden_states.ndim == 3 and encoder_hidden_states is not None
                 and encoder_hidden_states.ndim == 3 and encoder_hidden_states.shape[1] == 1):
             return None
-        x = blk.norm1(hidden_states)
-        attn = blk.attn1
-        b, n, _ = x.shape
-        q, k, v = (t.view(b, n, attn.heads, -1).transpose(1, 2) for t in (attn.to_q(x), attn.to_k(x), attn.to_v(x)))
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1)
-        attention = attn.to_out[1](attn.to_out[0](out.to(q.dtype)))
+        attention = _self_attention(blk.attn1, blk.norm1(hidden_states))  # no division by rescale_output_factor
         cross = _single_token_output(blk.attn2, encoder_hidden_states)  # [B·F, 1, C], the same for every position
-        h, x = _add_norm(attention, hidden_states, blk.norm3, True, cross, n, 1)
+        h, x = _add_norm(attention, hidden_states, blk.norm3, True, cross, hidden_states.shape[1], 1)
         return blk.ff(x), h
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, encoder_hidden_states=None,
@@ -681,7 +680,7 @@ class FusedNormSpatioTemporalTransformer(torch.nn.Module):
         hidden_states = model.proj_in(hidden_states)
         num_frames_emb = torch.arange(num_frames, device=hidden_states.device).repeat(batch_size, 1).reshape(-1)
         emb = model.time_pos_embed(model.time_proj(num_frames_emb).to(dtype=hidden_states.dtype))[:, None, :]
-        for block, temporal_block in zip(model.transformer_blocks, model.temporal_transformer_blocks):
+        for block, temporal_block in pairs:
             parts = block.halves(hidden_states, encoder_hidden_states)
             if parts is None:
                 spatial = block(hidden_states, encoder_hidden_states=encoder_hidden_states)
