@@ -23,12 +23,11 @@ from typing import Any
 from . import __version__
 from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, OutputLockedError, SvdrenderError
 from .images import image_sha256
+from .layout import LOCK_NAME
 from .outputs import SIDECAR_KIND, frames_sha256, retract_sidecar, sweep_temporaries, write_outputs, write_sidecar
 from .plan import Job, Plan, decide, recheck, with_cache_key
 from .report import summary_table, write_manifest
 from .shards import select
-
-LOCK_NAME = ".svdrender.lock"
 
 
 class Interrupted(BaseException):

@@ -16,10 +16,10 @@ from typing import Any
 from urllib.parse import quote
 
 from . import __version__
+from .layout import INDEX_NAME
 from .outputs import write_bytes_atomic
 from .plan import job_paths
 
-INDEX_NAME = "index.html"
 # Browsers play H.264 mp4 everywhere (Chrome, Edge, Safari, Firefox); VP9 webm is the fallback <source>.
 VIDEO_TYPES = (("mp4", "video/mp4"), ("webm", "video/webm"))
 IMAGE_FORMATS = ("webp", "gif")

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from .errors import JobError
+from .layout import TMP_MARKER
 from .paths import check_output_path
 
-TMP_MARKER = ".svdtmp-"
 SIDECAR_KIND = "svdrender.job"
 
 # (ffmpeg codec, output pixel format, extra output arguments). Formats are forced with -f because temporary

@@ -11,6 +11,7 @@ from typing import Any
 
 from . import __version__
 from .contact_sheet import job_folder, write_contact_sheet
+from .layout import MANIFEST_NAME
 from .outputs import read_sidecars, write_bytes_atomic
 
 RUN_KIND = "svdrender.run"
@@ -36,7 +37,7 @@ def build_manifest(out_dir: Path, run: dict[str, Any] | None = None) -> dict[str
 def write_manifest(out_dir: Path, run: dict[str, Any] | None = None) -> Path:
     """Rebuild `<out_dir>/manifest.json` and the contact sheet `<out_dir>/index.html` from the sidecars, atomically."""
     manifest = build_manifest(out_dir, run)
-    path = out_dir / "manifest.json"
+    path = out_dir / MANIFEST_NAME
     write_bytes_atomic(path, (json.dumps(manifest, indent=2, default=str) + "\n").encode())
     write_contact_sheet(out_dir, manifest)
     return path
@@ -46,7 +47,7 @@ def rebuild(out_dir: Path) -> dict[str, Any]:
     """Rebuild the manifest and contact sheet (e.g. after merging shards), keeping the previous manifest's run
     record (recipe, name); return the new manifest."""
     try:
-        run = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8")).get("run")
+        run = json.loads((out_dir / MANIFEST_NAME).read_text(encoding="utf-8")).get("run")
     except (OSError, ValueError, AttributeError):
         run = None
     path = write_manifest(out_dir, run if isinstance(run, dict) else None)

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY_RECIPE, cli_env, load_json, run_cli
-from renderer.batch import LOCK_NAME, run_plan
-from renderer.outputs import TMP_MARKER
+from renderer.batch import run_plan
+from renderer.layout import LOCK_NAME, TMP_MARKER
 from renderer.plan import make_plan, model_revision, with_cache_key
 from renderer.recipe import ModelSpec, load_recipe
 

@@ -1,0 +1,14 @@
+"""The names svdrender gives its own files in an output folder: one place, shared by recipe checks, plan, outputs,
+the run loop, report and the contact sheet."""
+
+from __future__ import annotations
+
+MANIFEST_NAME = "manifest.json"
+INDEX_NAME = "index.html"
+LOCK_NAME = ".svdrender.lock"
+# Temporaries are named `.<final name><TMP_MARKER><owner>` so that a later run can recognise and sweep them.
+TMP_MARKER = ".svdtmp-"
+SIDECAR_SUFFIX = ".json"
+
+# Names an item or preset may not take, because a job folder of that name would collide with these files.
+RESERVED_NAMES = frozenset({MANIFEST_NAME, INDEX_NAME, LOCK_NAME})
