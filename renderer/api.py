@@ -17,9 +17,9 @@ from typing import Any, Iterator, Mapping
 import yaml
 
 from .errors import EXIT_SIGINT, Problem, RecipeError, UsageError
+from .formats import FILE_FORMATS
 
 DICT_RECIPE = "<recipe dict>"
-VIDEO_FORMATS = ("mp4", "webm", "gif", "webp")
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ class JobOutput:
 
     @property
     def video(self) -> Path | None:
-        """The job's first video file (mp4, webm, gif or webp), e.g. for IPython.display.Video."""
-        return next((self.paths[f] for f in VIDEO_FORMATS if f in self.paths), None)
+        """The job's first video file (mp4, webm, webp or gif), e.g. for IPython.display.Video."""
+        return next((self.paths[f] for f in FILE_FORMATS if f in self.paths), None)
 
 
 def render(recipe: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.PathLike | None = None,

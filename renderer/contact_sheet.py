@@ -16,13 +16,11 @@ from typing import Any
 from urllib.parse import quote
 
 from . import __version__
+from .formats import FORMATS
 from .layout import INDEX_NAME
 from .outputs import write_bytes_atomic
 from .plan import job_paths
 
-# Browsers play H.264 mp4 everywhere (Chrome, Edge, Safari, Firefox); VP9 webm is the fallback <source>.
-VIDEO_TYPES = (("mp4", "video/mp4"), ("webm", "video/webm"))
-IMAGE_FORMATS = ("webp", "gif")
 STATUS_LABELS = {"ok": "ok", "failed": "FAILED", "interrupted": "INTERRUPTED"}
 SETTING_LABELS = (("width", "width"), ("height", "height"), ("num_frames", "frames"), ("fps", "fps"),
                   ("num_inference_steps", "steps"), ("motion_bucket_id", "motion bucket"),
@@ -139,12 +137,12 @@ def _media(job: dict[str, Any], out_dir: Path) -> str:
     present = {fmt: [p for p in paths if (out_dir / folder / p).is_file()] for fmt, paths in files.items()}
     width, height = job.get("width") or 16, job.get("height") or 9
     box = f'style="aspect-ratio: {int(width)} / {int(height)}"'
-    sources = [(present[fmt][0], mime) for fmt, mime in VIDEO_TYPES if present.get(fmt)]
+    sources = [(present[fmt][0], f.mime) for fmt, f in FORMATS.items() if f.shown_as == "video" and present.get(fmt)]
     if sources:
         inner = "".join(f'<source src="{_href(folder, path)}" type="{mime}">' for path, mime in sources)
         return (f'<div class="media" {box}><video muted loop autoplay playsinline preload="auto" width="{int(width)}" '
                 f'height="{int(height)}" title="{_e(job.get("job_id", ""))}">{inner}</video></div>')
-    for fmt in (*IMAGE_FORMATS, "frames"):
+    for fmt in (fmt for fmt, f in FORMATS.items() if f.shown_as == "img"):
         if present.get(fmt):
             path = sorted(present[fmt])[0]
             return (f'<div class="media" {box}><img src="{_href(folder, path)}" alt="{_e(job.get("job_id", ""))}" '

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, RecipeError
+from .formats import FORMATS
 
 PACKAGES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "imageio-ffmpeg")
 # Packages whose declared requirements on each other are checked (what `pip check` would say about them).
@@ -185,8 +186,6 @@ def memory_profile(device_name: str, total_vram_gib: float) -> str:
 
 def ffmpeg_check(formats: tuple[str, ...] = ("mp4",)) -> Check:
     """The ffmpeg imageio-ffmpeg ships runs and has the encoders the output formats need."""
-    from .outputs import ENCODERS  # format → (codec, pixel format, arguments): the writers' own table
-
     try:
         import imageio_ffmpeg
 
@@ -196,7 +195,8 @@ def ffmpeg_check(formats: tuple[str, ...] = ("mp4",)) -> Check:
     except Exception as exc:  # a missing or unrunnable binary: no video can be written
         return Check("fail", "ffmpeg", f"{type(exc).__name__}: {exc}")
     names = {line.split()[1] for line in encoders.stdout.splitlines() if len(line.split()) > 1}
-    needed = {fmt: ENCODERS[fmt][0] for fmt in formats if fmt in ENCODERS}
+    encoders_of = {name: f.encoder for name, f in FORMATS.items() if f.encoder}
+    needed = {fmt: encoders_of[fmt].codec for fmt in formats if fmt in encoders_of}
     missing = [f"{codec} (for {fmt})" for fmt, codec in needed.items() if codec not in names]
     first = (version.splitlines()[0] if version else "ffmpeg").split(" Copyright")[0].replace(" version ", " ")
     if missing:

@@ -21,21 +21,11 @@ from typing import Any
 import numpy as np
 
 from .errors import JobError
+from .formats import FORMATS
 from .layout import TMP_MARKER
 from .paths import check_output_path
 
 SIDECAR_KIND = "svdrender.job"
-
-# (ffmpeg codec, output pixel format, extra output arguments). Formats are forced with -f because temporary
-# names have no meaningful extension.
-ENCODERS = {
-    "mp4": ("libx264", "yuv420p", ["-crf", "18", "-preset", "medium", "-movflags", "+faststart", "-f", "mp4"]),
-    "webm": ("libvpx-vp9", "yuv420p", ["-crf", "32", "-b:v", "0", "-row-mt", "1", "-f", "webm"]),
-    "gif": ("gif", "pal8", ["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer",
-                            "-loop", "0", "-f", "gif"]),
-    "webp": ("libwebp_anim", "yuv420p", ["-quality", "90", "-loop", "0", "-f", "webp"]),
-}
-
 
 def temp_path(final: Path) -> Path:
     """A temporary sibling of `final`, recognisable so a later run can sweep it."""
@@ -98,15 +88,15 @@ def encode_video(frames: np.ndarray, final: Path, fmt: str, fps: int) -> None:
     raises JobError with ffmpeg's own reason and leaves nothing behind."""
     import imageio_ffmpeg
 
-    codec, pix_fmt, params = ENCODERS[fmt]
+    encoder = FORMATS[fmt].encoder
     height, width = frames.shape[1:3]
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)
     # The command imageio-ffmpeg's write_frames builds, run here because write_frames ignores ffmpeg's exit status
     # (a failed encode would leave an empty file that looks finished).
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
-           "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", "-an", "-vcodec", codec, "-pix_fmt", pix_fmt,
-           "-v", "error", *params, str(tmp)]
+           "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", "-an", "-vcodec", encoder.codec, "-pix_fmt", encoder.pix_fmt,
+           "-v", "error", *encoder.args, str(tmp)]
     # ffmpeg's messages go to a file, not a pipe: with nothing to drain, the frames go to its stdin in one blocking
     # write that releases the GIL throughout. communicate() would write them 4 KiB at a time from Python, taking
     # the GIL for every piece while the main thread drives the GPU (4x slower than one write on a 2-core machine).

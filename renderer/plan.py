@@ -12,11 +12,11 @@ from pathlib import Path
 from . import __version__, schedulers
 from .outputs import file_sha256
 from .errors import UsageError
+from .formats import FORMATS
 from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, suggest
 
 # Bump when the bytes svdrender writes for the same frames change (encoder settings, sidecar layout).
 OUTPUT_FORMAT_VERSION = 1
-VIDEO_EXTENSIONS = {"mp4": "mp4", "webm": "webm", "gif": "gif", "webp": "webp"}
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # How a changed cache-key input is named when `svdrender plan` says why a job renders again.
 _INPUT_NAMES = {"image_sha256": "input image", "scheduler": "scheduler", "model": "model", "formats": "formats",
@@ -124,7 +124,7 @@ def with_cache_key(job: Job, recipe: Recipe, revision: str | None) -> Job:
 def job_paths(out_dir: Path, item: str, preset: str, seed: int, formats) -> tuple[dict, Path]:
     """`<dir>/<item>/<preset>/seed-<n>.<ext>` for each format (frames: a folder), and the sidecar path."""
     stem = out_dir / item / preset / f"seed-{seed}"
-    outputs = {fmt: (stem if fmt == "frames" else stem.with_suffix("." + VIDEO_EXTENSIONS[fmt])) for fmt in formats}
+    outputs = {fmt: (stem.with_suffix("." + FORMATS[fmt].extension) if FORMATS[fmt].is_file else stem) for fmt in formats}
     return outputs, stem.with_suffix(".json")
 
 

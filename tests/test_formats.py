@@ -1,0 +1,60 @@
+"""The output-format table is the one place formats are defined: the schemas, the shipped ffmpeg and the writers
+must agree with it."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+
+from renderer.formats import DEFAULT_FORMATS, FORMATS
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _recipe_formats_schema():
+    return json.loads((SCHEMAS / "recipe.schema.json").read_text())["properties"]["output"]["properties"]["formats"]
+
+
+def test_recipe_schema_lists_exactly_the_registered_formats():
+    formats = _recipe_formats_schema()
+    assert set(formats["items"]["enum"]) == set(FORMATS)
+    assert tuple(formats["default"]) == DEFAULT_FORMATS
+    for name in FORMATS:
+        assert name in formats["description"], f"the schema's description of output.formats omits {name}"
+
+
+def test_manifest_schema_lists_exactly_the_registered_formats():
+    text = (SCHEMAS / "manifest.schema.json").read_text()
+    enums = [node["enum"] for node in _walk(json.loads(text)) if "enum" in node and "mp4" in node["enum"]]
+    assert enums, "manifest.schema.json names no output format"
+    assert all(set(enum) == set(FORMATS) for enum in enums), enums
+
+
+def test_shipped_ffmpeg_has_every_registered_encoder():
+    out = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True,
+                         text=True, timeout=60).stdout
+    names = {line.split()[1] for line in out.splitlines() if len(line.split()) > 1}
+    missing = [f.encoder.codec for f in FORMATS.values() if f.encoder and f.encoder.codec not in names]
+    assert not missing
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_every_format_is_complete(fmt):
+    f = FORMATS[fmt]
+    assert (f.encoder is not None) == f.is_file
+    if f.is_file:
+        assert f.mime and f.extension
+    if f.shown_as == "video":
+        assert f.mime.startswith("video/")
+
+
+def _walk(node):
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
