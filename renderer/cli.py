@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_OK, RecipeError, SvdrenderError, UsageError
+from .profiles import PROFILES
 
 EXIT_CODES_HELP = """\b
 Exit codes: 0 every job ok (or skipped), 1 some job failed or the model
@@ -63,7 +64,7 @@ def main():
 @click.option("--max-failures", type=click.IntRange(min=1), metavar="N", help="Stop after N failed jobs.")
 @click.option("--shard", metavar="I/N", help="Render only shard I of N (numbered from 1), split by cost; for CI "
               "job matrices. Every machine computes the same split.")
-@click.option("--profile", type=click.Choice(["auto", "fast", "balanced", "low", "off"]),
+@click.option("--profile", type=click.Choice(PROFILES),
               help="Performance profile (overrides performance.profile; see docs/performance.md).")
 @click.option("--compile/--no-compile", "compile_unet", default=None,
               help="Force torch.compile of the UNet on or off (default: the profile's choice).")

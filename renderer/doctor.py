@@ -17,12 +17,11 @@ from typing import Callable
 
 from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, RecipeError
 from .formats import FORMATS
+from .profiles import FAST_MIN_VRAM_GIB, auto_profile
 
 PACKAGES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "imageio-ffmpeg")
 # Packages whose declared requirements on each other are checked (what `pip check` would say about them).
 REQUIRING = ("svdrender", "diffusers", "transformers", "accelerate", "huggingface_hub")
-# Memory profiles by total VRAM when renderer.performance is not available: (at least GiB, profile).
-VRAM_PROFILES = ((40.0, "fast"), (16.0, "balanced"), (0.0, "low"))
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -180,8 +179,8 @@ def memory_profile(device_name: str, total_vram_gib: float) -> str:
         notes = [settings.dtype] + (["torch.compile"] if settings.compile else []) + (
             [f"cpu offload: {settings.cpu_offload}"] if settings.cpu_offload != "none" else [])
         return f"{settings.profile} ({', '.join(notes)}) for {device_name} with {total_vram_gib:.0f} GiB"
-    profile = next(p for at_least, p in VRAM_PROFILES if total_vram_gib >= at_least)
-    return f"{profile} for {total_vram_gib:.0f} GiB of VRAM (fast ≥ 40 GiB, balanced ≥ 16 GiB, else low)"
+    return (f"{auto_profile(total_vram_gib)} for {total_vram_gib:.0f} GiB of VRAM (fast ≥ {FAST_MIN_VRAM_GIB:g} GiB, "
+            "else low)")
 
 
 def ffmpeg_check(formats: tuple[str, ...] = ("mp4",)) -> Check:

@@ -29,19 +29,13 @@ from typing import Any
 import torch
 
 from renderer.errors import UsageError
+from renderer.profiles import PROFILES, auto_profile
 
-PROFILES = ("auto", "fast", "balanced", "low", "off")
 DTYPES = ("float16", "bfloat16", "float32")
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
 CPU_OFFLOAD_MODES = ("none", "model", "sequential")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 
-# Full-size SVD-XT peaks at 15.1 GiB allocated plain and 10.1 GiB with `fast` (19.3 GiB reserved); below this much
-# VRAM `auto` takes the offloading `low` profile (5.6 GiB allocated, 6.8 GiB reserved) instead.
-FAST_MIN_VRAM_GIB = 20.0
-# A cold start of `fast` costs ~215 s and a warm one (persistent cache) ~35 s, against ~8.8 s saved per video: with
-# fewer jobs than this, `auto` does not compile.
-COMPILE_MIN_JOBS = 4
 # Decoding 8 frames at a time peaks at 11.0 GiB even with offloading; 4 keeps `low` at 6.8 GiB reserved (2: 6.1 GiB,
 # and slower). The temporal decoder mixes frames within a chunk, so this changes the frames (docs/performance.md).
 LOW_DECODE_CHUNK_SIZE = 4
@@ -107,10 +101,7 @@ def profile_settings(
         # Nothing here speeds up the CPU path and fp16 is slow or unsupported there: run plain float32 diffusers.
         return PerformanceSettings(profile="off", dtype="float32")
     if profile == "auto":
-        if total_vram_gib < FAST_MIN_VRAM_GIB:
-            profile = "low"
-        else:
-            profile = "fast" if num_jobs is None or num_jobs >= COMPILE_MIN_JOBS else "balanced"
+        profile = auto_profile(total_vram_gib, num_jobs)
     if profile == "off":
         return PerformanceSettings(profile="off", dtype="float16")
     if profile == "low":

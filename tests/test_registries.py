@@ -1,5 +1,5 @@
-"""The output-format table is the one place formats are defined: the schemas, the shipped ffmpeg and the writers
-must agree with it."""
+"""The output-format and profile tables are the one place those facts are defined: the schemas, the shipped ffmpeg
+and the writers must agree with them."""
 
 import json
 import subprocess
@@ -58,3 +58,12 @@ def _walk(node):
     elif isinstance(node, list):
         for value in node:
             yield from _walk(value)
+
+
+def test_recipe_schema_lists_exactly_the_registered_profiles():
+    from renderer.profiles import DEFAULT_PROFILE, PROFILES
+
+    profile = json.loads((SCHEMAS / "recipe.schema.json").read_text())["properties"]["performance"]["properties"][
+        "profile"]
+    assert tuple(profile["enum"]) == PROFILES
+    assert profile["default"] == DEFAULT_PROFILE
