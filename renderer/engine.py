@@ -25,15 +25,6 @@ from .errors import JobError, ModelUnavailableError
 from .plan import Job, model_revision
 from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec
 
-if not os.environ.get("SVDRENDER_DEBUG"):
-    # diffusers/transformers log advice meant for library authors (dtype casting, torchvision fallbacks) on every
-    # load; svdrender reports what it used in the manifest instead. SVDRENDER_DEBUG=1 brings the logs back.
-    from diffusers.utils import logging as _diffusers_logging
-    from transformers.utils import logging as _transformers_logging
-
-    _diffusers_logging.set_verbosity_error()
-    _transformers_logging.set_verbosity_error()
-
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -64,6 +55,20 @@ class Rendered:
     call_kwargs: dict
     timings: dict = field(default_factory=dict)
     fallback: list[str] = field(default_factory=list)  # what out-of-memory retries changed, e.g. decode_chunk_size=2
+
+
+def quiet_library_logs() -> None:
+    """Silence diffusers'/transformers' advice meant for library authors (dtype casting, torchvision fallbacks), which
+    they log on every load; svdrender reports what it used in the manifest instead. SVDRENDER_DEBUG=1 keeps the logs.
+    Called when svdrender loads a pipeline, not at import: importing the engine changes nothing for the host
+    program."""
+    if os.environ.get("SVDRENDER_DEBUG"):
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
 
 
 def resolve_device(requested: str | None) -> str:
@@ -205,11 +210,11 @@ class PreparedClipInput:
 class Engine:
     """Loads one pipeline (on first use) and renders jobs on it."""
 
-    def __init__(self, model: ModelSpec, *, device: str | None = None, base_dir: Path = Path.cwd(),
+    def __init__(self, model: ModelSpec, *, device: str | None = None, base_dir: Path | None = None,
                  performance: dict | None = None, num_jobs: int | None = None):
         self.model = model
         self.device = resolve_device(device)
-        self.base_dir = base_dir
+        self.base_dir = Path.cwd() if base_dir is None else base_dir
         self.pipe = None
         self.info: LoadedModel | None = None
         self.loads = 0
@@ -233,6 +238,7 @@ class Engine:
             self.speed = performance.resolve_settings(profile, name, vram, num_jobs=self.num_jobs, **request)
             # The profile's dtype applies when the recipe leaves it to svdrender (dtype: auto).
             dtype = self.speed.dtype if on_cuda and self.model.dtype == "auto" else None
+            quiet_library_logs()
             self.pipe, self.info = load_pipeline(self.model, self.device, self.base_dir, dtype=dtype)
             self._base_scheduler_config = dict(self.pipe.scheduler.config)
             self.performance = performance.optimize_pipeline(self.pipe, self.speed)

@@ -1,7 +1,11 @@
 """docs/architecture.md's module table is the import order: a module imports only modules listed below it."""
 
 import ast
+import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,3 +69,15 @@ def test_no_module_imports_one_listed_above_it():
     # `__init__` imports `api` lazily on first use of renderer.render: the one documented exception.
     upward = [u for u in upward if u != "renderer/__init__.py imports api"]
     assert not upward, upward
+
+
+def test_importing_the_engine_changes_nothing_for_the_host_program():
+    # A notebook that imports svdrender keeps its own diffusers/transformers log levels until svdrender loads a model.
+    code = ("from diffusers.utils import logging as d; from transformers.utils import logging as t\n"
+            "d.set_verbosity_info(); t.set_verbosity_info()\n"
+            "import renderer.engine\n"
+            "print(d.get_verbosity(), t.get_verbosity())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "SVDRENDER_DEBUG": ""})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(logging.INFO)] * 2
