@@ -356,7 +356,8 @@ class Engine:
                 tried = ", ".join(self._fallback(first_chunk, chunk))
                 raise JobError(f"out of memory while {'denoising' if failed_in == 'denoise' else 'decoding'}"
                                f"{' even with ' + tried if tried else ''}: {message}; lower width, height or "
-                               "num_frames")
+                               "num_frames" + (", or render with --profile low (CPU offload)"
+                                               if self.speed is not None and self.speed.compile else ""))
             elif failed_in == "denoise":
                 scheduler, call_kwargs, generator = self._sampler(job)  # the same noise as the first attempt
                 initial_latents = None  # the prefetched generator is consumed: the pipeline draws the latents again
@@ -396,7 +397,10 @@ class Engine:
             performance.chunk_feed_forwards(self.pipe.unet)
             self.memory_savers.append("forward_chunking")
             return True
-        if "cpu_offload" not in self.memory_savers and torch.device(self.device).type == "cuda":
+        # Offloading hooks defeat a compiled UNet (the settings check refuses that pair): a compiled run that still
+        # runs out of memory fails the job, and its message points to the `low` profile.
+        compiled = self.speed is not None and self.speed.compile
+        if "cpu_offload" not in self.memory_savers and torch.device(self.device).type == "cuda" and not compiled:
             self.pipe.enable_model_cpu_offload(device=self.device)
             self.memory_savers.append("cpu_offload")
             return True
