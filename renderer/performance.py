@@ -778,7 +778,7 @@ def _geglu_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
 
 
 @_geglu_op.register_fake
-def _(x, weight, bias):
+def _geglu_op_fake(x, weight, bias):
     return x.new_empty((x.shape[0], weight.shape[0] // 2))
 
 
@@ -790,7 +790,7 @@ def _temporal_conv_op(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
 
 
 @_temporal_conv_op.register_fake
-def _(x, weight, bias, positions):
+def _temporal_conv_op_fake(x, weight, bias, positions):
     return x.new_empty((x.shape[0], x.shape[1], weight.shape[0] // 3))
 
 
@@ -802,7 +802,7 @@ def _short_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads
 
 
 @_short_attention_op.register_fake
-def _(q, k, v, heads):
+def _short_attention_op_fake(q, k, v, heads):
     return _attention_output(q)
 
 
@@ -815,7 +815,7 @@ def _add_layer_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
 
 
 @_add_layer_norm_op.register_fake
-def _(x, residual, weight, bias, eps, c, c_outer, c_inner):
+def _add_layer_norm_op_fake(x, residual, weight, bias, eps, c, c_outer, c_inner):
     return torch.empty_like(x), torch.empty_like(x)
 
 
@@ -829,7 +829,7 @@ def _add_add_layer_norm_op(x: torch.Tensor, residual: torch.Tensor, weight: torc
 
 
 @_add_add_layer_norm_op.register_fake
-def _(x, residual, weight, bias, eps, c, c_outer, c_inner):
+def _add_add_layer_norm_op_fake(x, residual, weight, bias, eps, c, c_outer, c_inner):
     return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
 
 
