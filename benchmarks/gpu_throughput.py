@@ -114,7 +114,7 @@ def fast_unet_on_gpu(**overrides):
     device, dtype = torch.device("cuda"), torch.float16
     pipe = build_full_pipeline(device, dtype)
     name, vram = performance.describe_device()
-    settings = dataclasses.replace(performance.resolve_settings("fast", name, vram, num_jobs=4), **overrides)
+    settings = dataclasses.replace(performance.resolve_settings("fast", name, vram), **overrides)
     applied = performance.optimize_pipeline(pipe, settings)
     g = torch.Generator(device).manual_seed(7)
     frames, lh, lw, b = 25, 72, 128, 2
@@ -326,7 +326,7 @@ def run_profile(spec: str, work: Path, args, device) -> tuple[dict, dict]:
     if args.compile_cache_dir:
         request.setdefault("compile_cache_dir", args.compile_cache_dir)
     engine = RecordingEngine(plan.recipe.model, device=device.type, base_dir=plan.recipe.path.parent,
-                             performance=request, num_jobs=len(plan.jobs))
+                             performance=request, jobs=plan.jobs)
     t0 = time.perf_counter()
     warm_run = run_plan(warm, engine=engine, quiet=True)
     sync(device)
@@ -411,7 +411,7 @@ def main(argv=None) -> int:
                    "decode_chunk_size": args.decode_chunk_size, "dtype": str(dtype).removeprefix("torch."),
                    "cfg": [1.0, 3.0], "jobs": [{"id": j.id, "seed": j.seed} for j in plan.jobs],
                    "random_weights": True, "tiny": args.tiny},
-        "auto_settings": performance.auto_settings(device_name, vram, n).as_dict(),
+        "auto_settings": performance.auto_settings(device_name, vram).as_dict(),
         "paths": {},
     }
 

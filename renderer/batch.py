@@ -322,7 +322,7 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
 
                 engine = Engine(plan.recipe.model, device=device, base_dir=plan.recipe.path.parent,
                                 performance={**dict(plan.recipe.performance), **(performance or {})},
-                                num_jobs=len(todo))
+                                jobs=todo)
             for i, job in enumerate(todo):
                 progress.start(job)
                 if i + 1 < len(todo) and hasattr(engine, "prefetch"):

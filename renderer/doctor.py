@@ -17,7 +17,7 @@ from typing import Callable
 
 from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, RecipeError
 from .formats import FORMATS
-from .profiles import FAST_MIN_VRAM_GIB, auto_profile
+from .profiles import FAST_MIN_VRAM_GIB, choose_auto
 
 PACKAGES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "imageio-ffmpeg")
 # Packages whose declared requirements on each other are checked (what `pip check` would say about them).
@@ -179,7 +179,7 @@ def memory_profile(device_name: str, total_vram_gib: float) -> str:
         notes = [settings.dtype] + (["torch.compile"] if settings.compile else []) + (
             [f"cpu offload: {settings.cpu_offload}"] if settings.cpu_offload != "none" else [])
         return f"{settings.profile} ({', '.join(notes)}) for {device_name} with {total_vram_gib:.0f} GiB"
-    return (f"{auto_profile(total_vram_gib)} for {total_vram_gib:.0f} GiB of VRAM (fast ≥ {FAST_MIN_VRAM_GIB:g} GiB, "
+    return (f"{choose_auto(total_vram_gib).profile} for {total_vram_gib:.0f} GiB of VRAM (fast ≥ {FAST_MIN_VRAM_GIB:g} GiB, "
             "else low)")
 
 

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ import torch
 from . import images, performance, schedulers
 from .errors import JobError, ModelUnavailableError
 from .plan import Job, model_revision
+from .profiles import JobWork, Shape, choose_auto
 from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -211,7 +212,7 @@ class Engine:
     """Loads one pipeline (on first use) and renders jobs on it."""
 
     def __init__(self, model: ModelSpec, *, device: str | None = None, base_dir: Path | None = None,
-                 performance: dict | None = None, num_jobs: int | None = None):
+                 performance: dict | None = None, jobs: Sequence[Job] | None = None):
         self.model = model
         self.device = resolve_device(device)
         self.base_dir = Path.cwd() if base_dir is None else base_dir
@@ -221,7 +222,11 @@ class Engine:
         self._base_scheduler_config: dict | None = None
         self.memory_savers: list[str] = []  # forward_chunking, cpu_offload: once enabled, kept for later jobs
         self.performance_request = dict(performance or {})
-        self.num_jobs = num_jobs
+        # What the batch will ask of the UNet, for `auto` to weigh compiling against (None: not known).
+        self.work = None if jobs is None else [
+            JobWork(Shape(j.settings.width, j.settings.height, j.settings.num_frames), j.settings.num_inference_steps)
+            for j in jobs]
+        self._device_name = "cpu"
         self.speed: performance.PerformanceSettings | None = None
         self.performance: dict = {}  # what optimize_pipeline applied, for sidecars
         self._prefetched: dict[str, Future] = {}
@@ -235,13 +240,20 @@ class Engine:
             profile = request.pop("profile", None) or "auto"
             on_cuda = torch.device(self.device).type == "cuda"
             name, vram = performance.describe_device() if on_cuda else ("cpu", 0.0)
-            self.speed = performance.resolve_settings(profile, name, vram, num_jobs=self.num_jobs, **request)
+            self._device_name = name
+            choice = None
+            if profile == "auto" and on_cuda:
+                choice = choose_auto(vram, self.work, warm=lambda shape: performance.is_warm(shape, name))
+                profile = choice.profile
+            self.speed = performance.resolve_settings(profile, name, vram, **request)
             # The profile's dtype applies when the recipe leaves it to svdrender (dtype: auto).
             dtype = self.speed.dtype if on_cuda and self.model.dtype == "auto" else None
             quiet_library_logs()
             self.pipe, self.info = load_pipeline(self.model, self.device, self.base_dir, dtype=dtype)
             self._base_scheduler_config = dict(self.pipe.scheduler.config)
             self.performance = performance.optimize_pipeline(self.pipe, self.speed)
+            if choice is not None:
+                self.performance["auto"] = {"profile": choice.profile, "reason": choice.reason}
             self.clip_input = PreparedClipInput(self.pipe)
             self.loads += 1
         return self.info
@@ -365,6 +377,7 @@ class Engine:
         timings["decode"] = time.perf_counter() - t2
         if not np.isfinite(latents.float().cpu().numpy()).all():
             raise JobError("the sampler produced NaN or infinite latents (try dtype float32 or bfloat16)")
+        performance.mark_warm(self.speed, Shape(s.width, s.height, s.num_frames), self._device_name)
         return Rendered(
             frames=np.ascontiguousarray(frames),
             scheduler_class=type(scheduler).__name__,

@@ -5,7 +5,7 @@ and runs (as a no-op) on a machine without one. The measurements behind every de
 
 The engine's side of the contract:
 
-    settings = resolve_settings(profile, device_name, vram_gib, num_jobs=len(plan.jobs), **overrides)
+    settings = resolve_settings(profile, device_name, vram_gib, work, **overrides)   # work: profiles.JobWork list
     pipe = load(..., dtype=settings.torch_dtype)          # .to("cuda") as usual; offloading moves it back itself
     record = optimize_pipeline(pipe, settings)             # once, before the first job; record goes in manifests
     for job in jobs:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 
 from renderer.errors import UsageError
-from renderer.profiles import PROFILES, auto_profile
+from renderer.profiles import PROFILES, JobWork, Shape, choose_auto, compile_cache_dir, warm_marker
 
 DTYPES = ("float16", "bfloat16", "float32")
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
@@ -82,18 +83,11 @@ class PerformanceSettings:
         return asdict(self)
 
 
-def default_compile_cache_dir() -> str:
-    """Where compiled kernels persist between runs: $SVDRENDER_CACHE or $XDG_CACHE_HOME/svdrender, then torch-compile."""
-    root = os.environ.get("SVDRENDER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "svdrender"
-    )
-    return os.path.join(root, "torch-compile")
-
-
 def profile_settings(
-    profile: str, device_name: str = "cpu", total_vram_gib: float = 0.0, num_jobs: int | None = None
+    profile: str, device_name: str = "cpu", total_vram_gib: float = 0.0, work: list[JobWork] | None = None
 ) -> PerformanceSettings:
-    """The named profile's settings on this device; `auto` picks one from the VRAM and the number of jobs."""
+    """The named profile's settings on this device; `auto` picks one from the VRAM, the jobs and the compile cache
+    (profiles.choose_auto)."""
     if profile not in PROFILES:
         raise UsageError(f"unknown performance profile {profile!r}; choose one of {', '.join(PROFILES)}")
     on_gpu = total_vram_gib > 0 and not device_name.lower().startswith("cpu")
@@ -101,7 +95,7 @@ def profile_settings(
         # Nothing here speeds up the CPU path and fp16 is slow or unsupported there: run plain float32 diffusers.
         return PerformanceSettings(profile="off", dtype="float32")
     if profile == "auto":
-        profile = auto_profile(total_vram_gib, num_jobs)
+        profile = choose_auto(total_vram_gib, work, warm=lambda shape: is_warm(shape, device_name)).profile
     if profile == "off":
         return PerformanceSettings(profile="off", dtype="float16")
     if profile == "low":
@@ -141,24 +135,54 @@ def profile_settings(
         cuda_graphs=True,
         compile=True,
         compile_vae=True,
-        compile_cache_dir=default_compile_cache_dir(),
+        compile_cache_dir=compile_cache_dir(),
     )
 
 
-def auto_settings(device_name: str, total_vram_gib: float, num_jobs: int | None = None) -> PerformanceSettings:
+def auto_settings(device_name: str, total_vram_gib: float, work: list[JobWork] | None = None) -> PerformanceSettings:
     """The settings `profile: auto` resolves to on this device (name as torch reports it; 0 GiB means no GPU)."""
-    return profile_settings("auto", device_name, total_vram_gib, num_jobs)
+    return profile_settings("auto", device_name, total_vram_gib, work)
+
+
+# `auto` compiles only where the compile cache is warm or the batch repays a cold compile; these markers, written
+# after a shape's first compiled job succeeds, are how it knows the cache's state. They live in the cache folder, so
+# a CI cache that keeps the folder keeps them, and deleting the folder forgets them.
+
+def _warm_marker(shape: Shape, device_name: str, dtype: str, compile_mode: str, cache_dir: str | None = None):
+    from renderer import __version__
+
+    return warm_marker(cache_dir or compile_cache_dir(), shape, device_name=device_name, torch_version=torch.__version__,
+                       svdrender_version=__version__, dtype=dtype, compile_mode=compile_mode)
+
+
+def is_warm(shape: Shape, device_name: str, dtype: str = "float16", compile_mode: str = "default") -> bool:
+    """Whether the compile cache holds `fast`'s compiled code for this shape on this GPU, torch and svdrender."""
+    return _warm_marker(shape, device_name, dtype, compile_mode).is_file()
+
+
+def mark_warm(settings: PerformanceSettings, shape: Shape, device_name: str) -> None:
+    """Record that a compiled job of this shape finished, so later runs know the cache is warm for it."""
+    if not (settings.compile and settings.compile_cache_dir):
+        return
+    marker = _warm_marker(shape, device_name, settings.dtype, settings.compile_mode, settings.compile_cache_dir)
+    if not marker.is_file():
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"shape": [shape.width, shape.height, shape.num_frames],
+                                          "device": device_name, "torch": torch.__version__}) + "\n")
+        except OSError:
+            pass  # a read-only cache only makes the next `auto` more careful
 
 
 def resolve_settings(
     profile: str = "auto",
     device_name: str = "cpu",
     total_vram_gib: float = 0.0,
-    num_jobs: int | None = None,
+    work: list[JobWork] | None = None,
     **overrides: Any,
 ) -> PerformanceSettings:
     """A profile's settings with the recipe's or command line's explicit values on top; None values are ignored."""
-    settings = profile_settings(profile, device_name, total_vram_gib, num_jobs)
+    settings = profile_settings(profile, device_name, total_vram_gib, work)
     known = {f.name for f in fields(PerformanceSettings)} - {"profile"}
     unknown = sorted(set(overrides) - known)
     if unknown:

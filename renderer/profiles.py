@@ -1,7 +1,14 @@
-"""Performance profiles and the VRAM policy that `auto` follows: torch-free data, read by the CLI, doctor, the
-schema test and the engine's speed code (renderer/performance.py holds what each profile does)."""
+"""Performance profiles and how `auto` chooses among them: torch-free data and arithmetic, read by the CLI, doctor,
+the schema test and the engine's speed code (renderer/performance.py holds what each profile does)."""
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
 
 PROFILES = ("auto", "fast", "balanced", "low", "off")
 DEFAULT_PROFILE = "auto"
@@ -9,13 +16,80 @@ DEFAULT_PROFILE = "auto"
 # Full-size SVD-XT peaks at 15.1 GiB allocated plain and 10.1 GiB with `fast` (19.3 GiB reserved); below this much
 # VRAM `auto` takes the offloading `low` profile (5.6 GiB allocated, 6.8 GiB reserved) instead.
 FAST_MIN_VRAM_GIB = 20.0
-# A cold start of `fast` costs ~215 s and a warm one (persistent cache) ~35 s, against ~8.8 s saved per video: with
-# fewer jobs than this, `auto` does not compile.
-COMPILE_MIN_JOBS = 4
+
+# What compiling costs and saves, measured through the CLI on one H200 with full-size SVD-XT (1024x576, 25 frames,
+# Euler 25 steps; docs/performance.md): a video's GPU path takes 17.5 s under `off` and 9.25 s under `fast`; the
+# first job of a new process takes 24.5 s under `off`, 214.6 s under `fast` with an empty compile cache and 42.6 s
+# with a warm one. Savings scale with UNet calls and pixels x frames; compile time hardly depends on either.
+REFERENCE_PIXEL_FRAMES = 1024 * 576 * 25
+FAST_SAVES_PER_CALL_S = (17.5 - 9.25) / 25
+COMPILE_COLD_S = 214.6 - 24.5
+COMPILE_WARM_S = 42.6 - 24.5
+# Compile only when the expected saving beats the expected compile time by this factor, so that an estimate that
+# is somewhat off still leaves `auto` no slower than `balanced`.
+COMPILE_MARGIN = 1.25
 
 
-def auto_profile(total_vram_gib: float, num_jobs: int | None = None) -> str:
-    """The profile `auto` stands for on a GPU with this much memory, for a batch of this many jobs."""
+@dataclass(frozen=True)
+class Shape:
+    """The tensor shapes a compiled pipeline is specialised for: each new shape compiles again."""
+
+    width: int
+    height: int
+    num_frames: int
+
+
+@dataclass(frozen=True)
+class JobWork:
+    """What one job asks of the UNet."""
+
+    shape: Shape
+    unet_calls: int
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """The profile `auto` stands for, and why (recorded in every sidecar)."""
+
+    profile: str
+    reason: str
+
+
+def choose_auto(total_vram_gib: float, work: Iterable[JobWork] | None = None,
+                warm: Callable[[Shape], bool] = lambda shape: False) -> AutoChoice:
+    """The profile `auto` stands for on a GPU with this much memory, for these jobs: `fast` only where compiling is
+    expected to pay for itself (by the compile cache's state for each shape), else `balanced`; `low` below
+    FAST_MIN_VRAM_GIB."""
     if total_vram_gib < FAST_MIN_VRAM_GIB:
-        return "low"
-    return "fast" if num_jobs is None or num_jobs >= COMPILE_MIN_JOBS else "balanced"
+        return AutoChoice("low", f"{total_vram_gib:.0f} GiB of GPU memory is below the {FAST_MIN_VRAM_GIB:g} GiB "
+                                 "that full-size SVD-XT needs without CPU offload")
+    if work is None:
+        return AutoChoice("fast", "no job list given: assuming a batch long enough to repay compiling")
+    work = list(work)
+    saving = sum(FAST_SAVES_PER_CALL_S * j.unet_calls * j.shape.width * j.shape.height * j.shape.num_frames
+                 / REFERENCE_PIXEL_FRAMES for j in work)
+    shapes = {j.shape for j in work}
+    warm_shapes = {s for s in shapes if warm(s)}
+    cost = COMPILE_WARM_S * len(warm_shapes) + COMPILE_COLD_S * (len(shapes) - len(warm_shapes))
+    cache = ("warm" if warm_shapes == shapes else "empty" if not warm_shapes else "partly warm")
+    numbers = (f"{len(work)} job{'s' if len(work) != 1 else ''} would save about {saving:.0f} s against about "
+               f"{cost:.0f} s of compiling ({cache} compile cache, {len(shapes)} shape{'s' if len(shapes) != 1 else ''})")
+    if work and saving >= COMPILE_MARGIN * cost:
+        return AutoChoice("fast", numbers)
+    return AutoChoice("balanced", f"not compiling: {numbers}")
+
+
+def compile_cache_dir() -> str:
+    """Where compiled kernels persist between runs: $SVDRENDER_CACHE or $XDG_CACHE_HOME/svdrender, then torch-compile."""
+    root = os.environ.get("SVDRENDER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "svdrender")
+    return os.path.join(root, "torch-compile")
+
+
+def warm_marker(cache_dir: str, shape: Shape, *, device_name: str, torch_version: str, svdrender_version: str,
+                dtype: str, compile_mode: str) -> Path:
+    """The file that says this cache holds compiled code for this shape on this GPU, torch and svdrender."""
+    key = {"shape": asdict(shape), "device": device_name, "torch": torch_version, "svdrender": svdrender_version,
+           "dtype": dtype, "compile_mode": compile_mode}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir) / "svdrender-warm" / f"{digest}.json"

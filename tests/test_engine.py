@@ -160,7 +160,7 @@ def test_performance_profiles_are_plain_float32_on_a_cpu(write_recipe, tiny_engi
     frames are the same under --profile fast; the sidecar records what was applied. GPU numbers: performance.md."""
     job = make_plan(load_recipe(write_recipe(TINY_RECIPE))).jobs[0]
     fast = Engine(ModelSpec("builtin:tiny"), device="cpu", performance={"profile": "fast", "compile": True},
-                  num_jobs=10)
+                  jobs=[job] * 10)
     frames = fast.render(job).frames
     assert fast.performance["profile"] == "off" and fast.performance["applied"] == []
     assert fast.info.dtype == "float32"

@@ -7,6 +7,7 @@ import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from renderer import performance
+from renderer.profiles import JobWork, Shape
 from renderer.errors import UsageError
 from renderer.tiny import build_tiny_pipeline
 
@@ -168,7 +169,8 @@ def test_profiles_on_a_gpu_and_on_a_cpu():
                 or balanced.fused_geglu or balanced.triton_temporal_conv or balanced.triton_temporal_attention
                 or balanced.triton_add_layer_norm or balanced.cuda_graphs)
     assert performance.profile_settings("auto", "NVIDIA GeForce RTX 4060 Ti", 15.6).profile == "low"
-    assert performance.profile_settings("auto", "NVIDIA H200", 139.8, num_jobs=3).profile == "balanced"
+    three_short_jobs = [JobWork(Shape(1024, 576, 25), 25)] * 3
+    assert performance.profile_settings("auto", "NVIDIA H200", 139.8, three_short_jobs).profile == "balanced"
     assert performance.profile_settings("fast", "cpu", 0.0) == performance.PerformanceSettings("off", "float32")
     with pytest.raises(UsageError, match=r"unknown performance setting\(s\) background_encode"):
         performance.resolve_settings("fast", "NVIDIA H200", 139.8, background_encode=True)
