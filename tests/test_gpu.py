@@ -1,0 +1,63 @@
+"""What only a CUDA GPU can show: the `fast` profile's compiled paths and Triton kernels against plain diffusers, and
+the compile-cache marker `auto` reads. Skipped without CUDA; run on a GPU machine with
+
+    HF_HUB_OFFLINE=1 python -m pytest -m gpu tests/test_gpu.py -q
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_RECIPE
+from renderer import performance
+from renderer.engine import Engine
+from renderer.plan import make_plan
+from renderer.profiles import Shape
+from renderer.recipe import ModelSpec, load_recipe
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run with -m gpu there)")]
+
+# A job small enough to compile in seconds, large enough for the UNet's real block structure.
+GPU_RECIPE = TINY_RECIPE.replace("width: 64", "width: 256").replace("height: 64", "height: 128").replace(
+    "num_frames: 4", "num_frames: 8").replace("num_inference_steps: 3", "num_inference_steps: 4")
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    import shutil
+
+    from conftest import INPUTS
+
+    folder = tmp_path_factory.mktemp("gpu")
+    shutil.copytree(INPUTS, folder / "inputs")
+    (folder / "recipe.yaml").write_text(GPU_RECIPE.lstrip("\n"))
+    return make_plan(load_recipe(folder / "recipe.yaml")).jobs[0]
+
+
+@pytest.fixture(scope="module")
+def plain_frames(job):
+    return Engine(ModelSpec("builtin:tiny"), device="cuda", performance={"profile": "off"}).render(job).frames
+
+
+def test_triton_kernels_agree_with_torch():
+    problem = performance.triton_unavailable()
+    if problem is not None:
+        pytest.skip(problem)
+    assert performance.check_triton_kernels() is None
+
+
+@pytest.mark.parametrize("regions", [False, True], ids=["whole-unet", "regional"])
+def test_fast_frames_stay_within_fp16_tolerance_of_plain_diffusers(job, plain_frames, regions, tmp_path,
+                                                                   monkeypatch):
+    monkeypatch.setenv("SVDRENDER_CACHE", str(tmp_path))
+    engine = Engine(ModelSpec("builtin:tiny"), device="cuda",
+                    performance={"profile": "fast", "compile_regions": regions})
+    frames = engine.render(job).frames
+    applied = " ".join(engine.performance["applied"])
+    assert ("repeated unet blocks" in applied) == regions and "torch.compile" in applied
+    assert frames.shape == plain_frames.shape
+    assert np.abs(frames.astype(int) - plain_frames.astype(int)).max() <= 4  # fp16 rounding, in 1/255 steps
+    # The compiled job left the marker that tells a later `auto` the cache is warm for this shape.
+    s = job.settings
+    assert performance.is_warm(Shape(s.width, s.height, s.num_frames), performance.describe_device()[0])
