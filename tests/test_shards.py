@@ -58,33 +58,8 @@ def test_bad_shard_specs(text, message):
     assert str(info.value) == message
 
 
-def _frames(folder):
-    manifest = load_json(folder / "manifest.json")
-    return {j["job_id"]: j["frames_sha256"] for j in manifest["jobs"]}, manifest
-
-
-def test_ci_shards_merge_by_copying_folders(write_recipe, tmp_path):
-    path = write_recipe(RECIPE)
-    whole = run_cli(path, "--out", tmp_path / "whole")
-    one = run_cli(path, "--shard", "1/2", "--out", tmp_path / "s1")
-    two = run_cli(path, "--shard", "2/2", "--out", tmp_path / "s2")
-    assert whole.returncode == one.returncode == two.returncode == 0, one.stderr + two.stderr
-    first, second = _frames(tmp_path / "s1")[0], _frames(tmp_path / "s2")[0]
-    assert first and second and not set(first) & set(second)
-    merged = tmp_path / "merged"
-    for shard in ("s1", "s2"):
-        shutil.copytree(tmp_path / shard, merged, dirs_exist_ok=True)
-    report = run_cli("report", merged)
-    assert report.returncode == 0 and "manifest.json: 4 jobs;" in report.stdout
-    frames, manifest = _frames(merged)
-    assert manifest["counts"] == {"ok": 4}
-    assert frames == _frames(tmp_path / "whole")[0]
-    bad = run_cli(path, "--shard", "2/1")
-    assert bad.returncode == 2 and "I must be between 1 and N" in bad.stderr
-
-
-# Six jobs for the launches below: process 1 of 2 gets a costly job first, then two cheap ones, so it is still
-# rendering when its first job's sidecar appears.
+# Six jobs for the CI shards and launches below: process 1 of 2 gets a costly job first, then two cheap ones, so
+# it is still rendering when its first job's sidecar appears.
 LAUNCH_RECIPE = RECIPE.replace("seeds: [0, 1]", "seeds: [0, 1, 2]")
 # torch's CPU kernels round differently with different thread counts; a launcher uses 1 thread per process, so the
 # one-process reference does too (on a GPU the thread count does not matter).
@@ -96,7 +71,7 @@ PEER_LOST = ("svdrender: process 0: another process of this 2-process render sto
 
 @pytest.fixture(scope="module")
 def launch_recipe(tmp_path_factory):
-    """The six-job recipe next to copies of the example inputs, shared by every launch of this module."""
+    """The six-job recipe next to copies of the example inputs, shared by this module's shards and launches."""
     folder = tmp_path_factory.mktemp("launch")
     shutil.copytree(INPUTS, folder / "inputs")
     path = folder / "recipe.yaml"
@@ -122,6 +97,30 @@ def _rendered(stdout: str, status: str = "ok") -> list[str]:
 
 def _ids(manifest: dict) -> list[str]:
     return sorted(job["job_id"] for job in manifest["jobs"])
+
+
+def _frames(folder):
+    manifest = load_json(folder / "manifest.json")
+    return {j["job_id"]: j["frames_sha256"] for j in manifest["jobs"]}, manifest
+
+
+def test_ci_shards_merge_by_copying_folders(launch_recipe, reference, tmp_path):
+    path, env = launch_recipe, cli_env(**ONE_THREAD)
+    one = run_cli(path, "--shard", "1/2", "--out", tmp_path / "s1", env=env)
+    two = run_cli(path, "--shard", "2/2", "--out", tmp_path / "s2", env=env)
+    assert one.returncode == two.returncode == 0, one.stderr + two.stderr
+    first, second = _frames(tmp_path / "s1")[0], _frames(tmp_path / "s2")[0]
+    assert first and second and not set(first) & set(second)
+    merged = tmp_path / "merged"
+    for shard in ("s1", "s2"):
+        shutil.copytree(tmp_path / shard, merged, dirs_exist_ok=True)
+    report = run_cli("report", merged)
+    assert report.returncode == 0 and "manifest.json: 6 jobs;" in report.stdout
+    frames, manifest = _frames(merged)
+    assert manifest["counts"] == {"ok": 6}
+    assert frames == reference
+    bad = run_cli(path, "--shard", "2/1")
+    assert bad.returncode == 2 and "I must be between 1 and N" in bad.stderr
 
 
 def test_two_processes_with_accelerate_launch(launch_recipe, reference, tmp_path):
