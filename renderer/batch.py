@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, OutputLockedError, SvdrenderError
+from .errors import (EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, OutputLockedError, PeerLostError,
+                     SvdrenderError)
 from .images import image_sha256
 from .layout import LOCK_NAME
 from .outputs import SIDECAR_KIND, frames_sha256, retract_sidecar, sweep_temporaries, write_outputs, write_sidecar
@@ -351,15 +352,20 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
             results.extend(o.result() if isinstance(o, Future) else o for o in pending)
             exit_code = guard.exit_code or exit_code
             progress.close()
-            manifest = None
+            manifest = lost = None
             if group is None:
                 sweep_temporaries(out_dir)
             elif exit_code == EXIT_OK:
-                group.barrier()  # the manifest must include every process's sidecars
+                try:
+                    group.barrier()  # the manifest must include every process's sidecars
+                except PeerLostError as exc:
+                    lost = exc  # the sidecars on disk still make a true manifest; report after writing it
             if group is None or group.is_main:
                 manifest = write_manifest(out_dir, {"recipe": str(plan.recipe.path), "name": plan.recipe.name,
                                                     "model_loads": engine.loads if engine is not None else 0,
                                                     "processes": group.world_size if group is not None else 1})
+    if lost is not None:
+        raise lost
     if exit_code == EXIT_OK and any(r.status == "failed" for r in results):
         exit_code = EXIT_JOB_FAILED
     return RunResult(results, exit_code, manifest, engine.loads if engine is not None else 0)

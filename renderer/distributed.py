@@ -2,14 +2,20 @@
 
 The process group comes from accelerate (which also understands torchrun's environment); it is only created when
 the launcher says there are several processes, so a plain `svdrender` run never imports torch.distributed.
+
+Processes meet only at a few collective steps (the lock decision, the barrier after the sweep, the barrier before
+the manifest), never while rendering. When another process's machine or process dies, the backend fails at the next
+such step (gloo: a RuntimeError once the dead peer's connection closes); that becomes a `PeerLostError`.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import PeerLostError
 from .shards import Shard
 
 
@@ -52,19 +58,31 @@ class ProcessGroup:
     def shard(self) -> Shard:
         return Shard(self.rank + 1, self.world_size)
 
+    @contextmanager
+    def _collective(self):
+        """Report a peer that is gone as a PeerLostError instead of the backend's traceback."""
+        try:
+            yield
+        except RuntimeError as exc:  # torch.distributed.DistBackendError and gloo's I/O errors are RuntimeErrors
+            raise PeerLostError(self.rank, self.world_size) from exc
+
     def barrier(self) -> None:
-        self._state.wait_for_everyone()
+        """Wait until every process gets here; PeerLostError if one of them died."""
+        with self._collective():
+            self._state.wait_for_everyone()
 
     def broadcast(self, value: Any) -> Any:
         """The main process's `value`, on every process."""
         from accelerate.utils import broadcast_object_list
 
         holder = [value if self.is_main else None]
-        broadcast_object_list(holder, from_process=0)
+        with self._collective():
+            broadcast_object_list(holder, from_process=0)
         return holder[0]
 
     def all_gather(self, value: Any) -> list[Any]:
         """Every process's `value`, in rank order."""
         from accelerate.utils import gather_object
 
-        return gather_object([value])
+        with self._collective():
+            return gather_object([value])

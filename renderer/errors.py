@@ -66,3 +66,14 @@ class OutputLockedError(SvdrenderError):
     """Another svdrender run is writing into the same output folder."""
 
     exit_code = EXIT_USAGE
+
+
+class PeerLostError(SvdrenderError):
+    """Another process of a multi-process render (accelerate/torchrun) stopped before a step all processes share."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank = rank
+        self.world_size = world_size
+        super().__init__(f"process {rank}: another process of this {world_size}-process render stopped before the "
+                         "end (its machine or process died); this process's finished jobs are kept. Run the same "
+                         "command again on every machine to render the rest")
