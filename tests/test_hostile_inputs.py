@@ -102,7 +102,7 @@ CASES = [
          "$.items[0].name: 'a/b' is not a safe name: use letters, digits, '.', '_' and '-', starting with a letter "
          "or digit (at most 64 characters)"),
     Case("preset-name-traversal", HEADER + "presets:\n  ../x: {scheduler: euler}\n" + GOOD_ITEM, "4:3",
-         "$.presets: '../x' is not a safe name: use letters, digits, '.', '_' and '-', starting with a letter or "
+         "$.presets['../x']: '../x' is not a safe name: use letters, digits, '.', '_' and '-', starting with a letter or "
          "digit (at most 64 characters)"),
     Case("no-items", HEADER + "items: []\n", "3:8", "$.items: must not be empty"),
     Case("image-and-glob", HEADER + "items:\n  - {image: inputs/coffee.jpg, glob: 'inputs/*.jpg'}\n", "4:32",
@@ -124,8 +124,8 @@ CASES = [
          "$.items[0].image: /etc/passwd resolves to /etc/passwd, outside the recipe's repository {tmp}/repo; move it "
          "inside, or set `allow_inputs_outside: true` at the top of the recipe", "repo/recipe.yaml"),
     Case("glob-dotdot", HEADER + "items:\n  - glob: ../inputs/c*.jpg\n", "4:11",
-         "$.items[0].glob: ../inputs/coffee.jpg resolves to {tmp}/inputs/coffee.jpg, outside the recipe's "
-         "repository {tmp}/repo; move it inside, or set `allow_inputs_outside: true` at the top of the recipe",
+         "$.items[0].glob: glob '../inputs/c*.jpg' starts at {tmp}/inputs, outside the recipe's repository "
+         "{tmp}/repo; move the files inside, or set `allow_inputs_outside: true` at the top of the recipe",
          "repo/recipe.yaml"),
     Case("include-absolute", HEADER + "include: [/etc/passwd]\n" + GOOD_ITEM, "3:11",
          "$.include[0]: /etc/passwd resolves to /etc/passwd, outside the recipe's repository {tmp}/repo; move it "
@@ -216,5 +216,6 @@ def test_all_problems_of_a_hostile_recipe_are_reported_at_once(bad_inputs, tmp_p
                                "  - image: inputs/gone.jpg\n", name="repo/recipe.yaml")
     code, lines = refusal(path)
     assert code == 2
-    assert [line.split(": ")[0] for line in lines[:-1]] == [f"{path}:3:19", f"{path}:3:29"]
-    assert lines[-1] == "2 problems found; nothing was rendered."
+    assert [line.split(": ")[0] for line in lines[:-1]] == [f"{path}:3:19", f"{path}:3:29", f"{path}:5:12",
+                                                            f"{path}:6:12"]
+    assert lines[-1] == "4 problems found; nothing was rendered."

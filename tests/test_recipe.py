@@ -70,6 +70,8 @@ def test_all_errors_reported_at_once_with_locations(write_recipe):
         f"{path}:6:21: $.defaults.motion_bucket_id: expected integer, got a string 'high'",
         f"{path}:8:28: $.presets.fast.num_inference_step: unknown key 'num_inference_step'; did you mean "
         "'num_inference_steps'?",
+        f"{path}:12:15: $.items[0].presets[0]: unknown preset 'fsat'; did you mean 'fast'? (define it under "
+        "`presets:` or use a built-in one; `svdrender presets` lists them)",
     ]
 
 
@@ -93,10 +95,11 @@ def test_semantic_errors_after_schema(write_recipe):
                        "under `presets:` or use a built-in one; `svdrender presets` lists them)"
     assert found[1] == f"{path}:8:11: $.items[1].name: item name 'a' is used twice (first at line 5); give one of " \
                        "them a different `name:`"
-    assert found[2] == f"{path}:10:11: $.items[2].glob: glob 'inputs/nothing/*.png' matches no files"
-    assert found[3] == f"{path}:12:25: $.items[3].min_guidance_scale: min_guidance_scale 4 is above " \
+    assert found[2] == f"{path}:9:12: $.items[1].image: inputs/missing.png: image file not found"
+    assert found[3] == f"{path}:10:11: $.items[2].glob: glob 'inputs/nothing/*.png' matches no files"
+    assert found[4] == f"{path}:12:25: $.items[3].min_guidance_scale: min_guidance_scale 4 is above " \
                        "max_guidance_scale 3.0 for rocket/euler"
-    assert len(found) == 4
+    assert len(found) == 5
 
 
 def test_missing_and_undecodable_images_are_caught_at_validation(write_recipe, tmp_path):
