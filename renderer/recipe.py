@@ -179,8 +179,9 @@ class _Collector:
                                      json_path(path), message))
         self.bad.add(path)
 
-    def line_of(self, path: tuple) -> str:
-        loc = self.doc_for(path).locate(path)
+    def line_of(self, path: tuple, *, key: bool = False) -> str:
+        """`line:col` of `path` (of its key, with `key`), for messages that point at a second place."""
+        loc = self.doc_for(path).locate(path, key=key)
         return f"{loc.line}:{loc.col}" if loc else "?"
 
 
@@ -425,26 +426,23 @@ def _check_model(data: dict, base_dir: Path, out: _Collector) -> None:
                    f"({', '.join(BUILTIN_MODELS)}), nor an existing folder")
 
 
-def _seed_count(raw: Any, where: tuple, out: _Collector) -> int:
-    """How many seeds `raw` names (0 when it is broken), checking that a sweep ends within MAX_SEED."""
+def _seeds(raw: Any, where: tuple, out: _Collector) -> tuple[int, ...] | range:
+    """The seeds `raw` names (none when any of them is already reported); a sweep stays a range, and must end
+    within MAX_SEED."""
     if out.broken(where):
-        return 0
+        return ()
     if isinstance(raw, dict):
         start, count = raw.get("start", 0), raw.get("count")
-        if not isinstance(start, int) or not isinstance(count, int):
-            return 0
+        if out.broken(where + ("start",)) or out.broken(where + ("count",)) or not isinstance(start, int) \
+                or not isinstance(count, int):
+            return ()
         if start + count - 1 > MAX_SEED:
             out.add(where + ("count",), f"the sweep ends at seed {start + count - 1}, above the largest seed "
                                         f"{MAX_SEED} (2**63 - 1); lower start or count")
-            return 0
-        return max(count, 0)
-    return len(raw) if isinstance(raw, list) else 0
-
-
-def _expand_seeds(raw: Any) -> tuple[int, ...]:
-    if isinstance(raw, dict):
-        start = raw.get("start", 0)
-        return tuple(range(start, start + raw["count"]))
+            return ()
+        return range(start, start + count)
+    if not isinstance(raw, list) or any(out.broken(where + (i,)) for i in range(len(raw))):
+        return ()
     return tuple(raw)
 
 
@@ -474,7 +472,7 @@ def _build_presets(data: dict, out: _Collector) -> dict[str, Preset]:
             continue
         if name.casefold() in folded:
             first = folded[name.casefold()]
-            out.add(path, f"preset name '{name}' differs from '{first}' (at {out.line_of(('presets', first))}) only "
+            out.add(path, f"preset name '{name}' differs from '{first}' (at {out.line_of(('presets', first), key=True)}) only "
                           "in case; their output folders would collide on a case-insensitive file system", key=True)
             continue
         folded[name.casefold()] = name
@@ -579,8 +577,7 @@ def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _
     defaults = _mapping(data, "defaults")
     # The defaults' presets are resolved (and reported) once, even when every item names its own.
     default_presets = _resolve_preset_list(defaults.get("presets", ["euler"]), ("defaults", "presets"), presets, out)
-    default_seeds = defaults.get("seeds", [0])
-    default_seed_count = _seed_count(default_seeds, ("defaults", "seeds"), out) if "seeds" in defaults else 1
+    default_seeds = _seeds(defaults.get("seeds", [0]), ("defaults", "seeds"), out)
     raw_items = data.get("items") if isinstance(data.get("items"), list) else []
     # First the size of the plan, by multiplication: a short recipe can ask for millions of jobs, and building them
     # (or decoding their images) would run out of memory before the count is seen.
@@ -593,14 +590,10 @@ def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _
         own_presets = "presets" in raw
         preset_names = (_resolve_preset_list(raw["presets"], path + ("presets",), presets, out) if own_presets
                         else default_presets)
-        if "seeds" in raw:
-            seed_count = _seed_count(raw["seeds"], path + ("seeds",), out)
-            seeds_raw, seeds_at = raw["seeds"], path + ("seeds",)
-        else:
-            seed_count, seeds_raw, seeds_at = default_seed_count, default_seeds, ("defaults", "seeds")
+        seeds = _seeds(raw["seeds"], path + ("seeds",), out) if "seeds" in raw else default_seeds
         files = _item_files(raw, path, base_dir, out, root)
-        total += len(files) * len(preset_names) * seed_count
-        planned.append((path, raw, preset_names, seeds_raw if not out.broken(seeds_at) else [], files))
+        total += len(files) * len(preset_names) * len(seeds)
+        planned.append((path, raw, preset_names, seeds, files))
     if total > max_jobs:
         where = ("limits", "max_jobs") if "max_jobs" in _mapping(data, "limits") else ("items",)
         out.add(where, f"the recipe plans {total:,} jobs, more than limits.max_jobs ({max_jobs:,}); split the "
@@ -609,8 +602,8 @@ def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _
     items: list[Item] = []
     origin: dict[str, tuple[str, tuple]] = {}  # case-folded name → (name, where)
     decoded: dict[Path, str | None] = {}  # image → its error, or None when it decodes
-    for path, raw, preset_names, seeds_raw, files in planned:
-        seeds = _expand_seeds(seeds_raw)
+    for path, raw, preset_names, seeds, files in planned:
+        seeds = tuple(seeds)
         for name, rel, where in files:
             image = (base_dir / rel)
             refusal = _outside(rel, image, root)
@@ -651,9 +644,11 @@ def _item_name_usable(name: str, where: tuple, from_file: bool, origin: dict[str
         return False
     if name.casefold() in origin:
         first_name, first_at = origin[name.casefold()]
-        same = "is used twice" if first_name == name else f"is '{first_name}' in another case"
-        out.add(where, f"item name '{name}' {same} (first at line {out.line_of(first_at).split(':')[0]}); give one "
-                       "of them a different `name:`")
+        same = ("is used twice" if first_name == name else
+                f"differs from '{first_name}' only in case (their folders would collide on a case-insensitive file "
+                "system)")
+        fix = "rename one of the files" if from_file else "give one of them a different `name:`"
+        out.add(where, f"item name '{name}' {same} (first at line {out.line_of(first_at).split(':')[0]}); {fix}")
         return False
     origin[name.casefold()] = (name, where)
     return True
