@@ -287,7 +287,7 @@ def _explain_yaml_surprise(doc: Document, path: tuple, value: Any) -> str:
     raw = doc.raw.get(path)
     if raw is None:
         return ""
-    if isinstance(value, bool) and raw.lower() in YAML11_BOOLEAN_WORDS:
+    if isinstance(value, bool) and raw.lower() in YAML11_BOOLEAN_WORDS - {"true", "false"}:
         return f" (YAML reads unquoted {raw} as {str(value).lower()}; quote it as \"{raw}\" if you meant text)"
     if isinstance(value, str):
         try:

@@ -209,8 +209,7 @@ def _nesting_problem(text: str, file: str) -> Problem | None:
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             depth += 1
             if depth > MAX_DEPTH + 1:  # the document's own mapping is level 0
-                return _problem(file, event.start_mark, f"nesting deeper than {MAX_DEPTH} levels (a recursive "
-                                                        "alias?)")
+                return _problem(file, event.start_mark, f"nesting deeper than {MAX_DEPTH} levels")
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             depth -= 1
     return None
