@@ -172,11 +172,13 @@ class _Collector:
             probe = probe[:-1]
         return self.main
 
-    def add(self, path: tuple, message: str, *, key: bool = False) -> None:
+    def add(self, path: tuple, message: str, *, key: bool = False, shown: tuple | None = None) -> None:
+        """Report `message` at `path` (at its key, with `key`), naming JSON path `shown` if given (a mapping whose
+        key is at fault, rather than a path spelled with that key)."""
         doc = self.doc_for(path)
         loc = doc.locate(path, key=key)
         self.problems.append(Problem(doc.file, loc.line if loc else None, loc.col if loc else None,
-                                     json_path(path), message))
+                                     json_path(path if shown is None else shown), message))
         self.bad.add(path)
 
     def line_of(self, path: tuple, *, key: bool = False) -> str:
@@ -452,13 +454,14 @@ def _settings_of(mapping: dict, path: tuple = (), out: _Collector | None = None)
                  if k in mapping and (out is None or not out.broken(path + (k,))))
 
 
-def _check_name(name: Any, where: tuple, out: _Collector, *, key: bool = False, what: str = "") -> bool:
-    """Report `name` at `where` if it breaks the name rule; True when it is usable."""
+def _check_name(name: Any, where: tuple, out: _Collector, *, key: bool = False) -> bool:
+    """Report `name` at `where` if it breaks the name rule; True when it is usable. A mapping key that is a bad name
+    is reported under the mapping's path (the key itself may not be fit to spell a path)."""
     if not isinstance(name, str) or out.broken(where):
         return False
     reason = name_problem(name)
     if reason:
-        out.add(where, f"{what}{name!r} {reason}", key=key)
+        out.add(where, f"{name!r} {reason}", key=key, shown=where[:-1] if key else None)
         return False
     return True
 

@@ -103,8 +103,7 @@ CASES = [
          "$.items[0].name: 'a/b' is not a safe name: use letters, digits, '.', '_' and '-', starting with a letter "
          "or digit (at most 64 characters)"),
     Case("preset-name-traversal", HEADER + "presets:\n  ../x: {scheduler: euler}\n" + GOOD_ITEM, "4:3",
-         "$.presets['../x']: '../x' is not a safe name: use letters, digits, '.', '_' and '-', starting with a "
-         "letter or "
+         "$.presets: '../x' is not a safe name: use letters, digits, '.', '_' and '-', starting with a letter or "
          "digit (at most 64 characters)"),
     Case("no-items", HEADER + "items: []\n", "3:8", "$.items: must not be empty"),
     Case("image-and-glob", HEADER + "items:\n  - {image: inputs/coffee.jpg, glob: 'inputs/*.jpg'}\n", "4:32",
