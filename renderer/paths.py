@@ -28,6 +28,22 @@ def is_inside(root: Path, path: Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
+def is_file(path: Path) -> bool:
+    """Whether `path` is a regular file (following symlinks); False for a name the OS refuses (too long, ...)."""
+    try:
+        return Path(path).is_file()
+    except OSError:
+        return False
+
+
+def is_dir(path: Path) -> bool:
+    """Whether `path` is a folder (following symlinks); False for a name the OS refuses (too long, ...)."""
+    try:
+        return Path(path).is_dir()
+    except OSError:
+        return False
+
+
 def check_output_path(root: Path, path: Path) -> Path:
     """Return `path` if writing it stays inside output folder `root`; raise JobError before anything is written."""
     if not is_inside(root, path):
@@ -102,7 +118,7 @@ def glob_files(base_dir: Path, pattern: str, root: Path | None, *, max_entries: 
                           f"{Path(root).resolve()}; move the files inside, or set `allow_inputs_outside: true` at the "
                           "top of the recipe")
     if not rest:
-        return [start] if start.is_file() else []
+        return [start] if is_file(start) else []
     found: set[str] = set()
     visited = 0
     deadline = time.monotonic() + max_seconds
@@ -120,7 +136,7 @@ def glob_files(base_dir: Path, pattern: str, root: Path | None, *, max_entries: 
                         raise GlobRefused(f"glob {pattern!r} took more than {max_seconds:g} s; narrow it (e.g. a "
                                           "folder instead of **)")
                     yield entry
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        except OSError:  # missing, not a folder, unreadable, a name too long: nothing matches there
             return
 
     def matches(segment: str, name: str) -> bool:
@@ -141,7 +157,7 @@ def glob_files(base_dir: Path, pattern: str, root: Path | None, *, max_entries: 
                 for entry in entries(folder):
                     if entry.is_dir(follow_symlinks=False):
                         todo.append((entry.path, index))
-                    elif entry.is_file() and not entry.name.startswith("."):
+                    elif not entry.name.startswith(".") and is_file(Path(entry.path)):
                         found.add(entry.path)
                 continue
             todo.append((folder, index + 1))  # `**` matching no folder at all
@@ -153,7 +169,7 @@ def glob_files(base_dir: Path, pattern: str, root: Path | None, *, max_entries: 
             if not matches(segment, entry.name):
                 continue
             if last:
-                if entry.is_file():
+                if is_file(Path(entry.path)):
                     found.add(entry.path)
             elif entry.is_dir(follow_symlinks=False):
                 todo.append((entry.path, index + 1))

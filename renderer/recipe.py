@@ -20,7 +20,7 @@ import jsonschema.validators
 
 from . import images, schedulers
 from .errors import ImageError, Problem, RecipeError
-from .paths import GlobRefused, glob_files, is_inside, name_problem, repository_root
+from .paths import GlobRefused, glob_files, is_dir, is_file, is_inside, name_problem, repository_root
 from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
@@ -227,7 +227,7 @@ def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, 
         if depth >= MAX_INCLUDE_DEPTH:
             out.add(("include", index), f"includes nested deeper than {MAX_INCLUDE_DEPTH} levels")
             continue
-        if not target.is_file():
+        if not is_file(target):
             out.add(("include", index), f"included file {rel} does not exist")
             continue
         try:
@@ -414,13 +414,20 @@ def _check_model(data: dict, base_dir: Path, out: _Collector) -> None:
             out.add(where, f"unknown built-in model '{model_id}'{suggest(model_id, BUILTIN_MODELS)}; built-in "
                            f"models are {', '.join(BUILTIN_MODELS)}")
         return
-    local = Path(model_id).expanduser()
+    try:
+        local = Path(model_id).expanduser()
+    except RuntimeError:  # `~someone` with no such user
+        local = Path(model_id)
     local = local if local.is_absolute() else base_dir / local
-    if local.is_dir():
+    if is_dir(local):
+        # Planning fingerprints the folder's files, and loading needs this file: `/` or `~` must not pass as a model.
+        if not is_file(local / "model_index.json"):
+            out.add(where, f"model folder {model_id} has no model_index.json; a local model is a folder saved with "
+                           "save_pretrained (or downloaded with `hf download`)")
         return
     if _HUB_ID.match(model_id) and ".." not in model_id and "--" not in model_id:
         return
-    if model_id.startswith((".", "/", "~")) or local.exists():
+    if model_id.startswith((".", "/", "~")) or is_file(local):
         out.add(where, f"model folder {model_id} does not exist (looked for {local}); fix the path, or use a hub id "
                        "such as stabilityai/stable-video-diffusion-img2vid-xt")
         return

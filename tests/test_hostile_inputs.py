@@ -367,6 +367,10 @@ def test_output_outside_the_repository_when_the_recipe_says_so_or_the_command_li
 
 def test_model_ids_of_every_kind_that_can_load(bad_inputs, tmp_path):
     (tmp_path / "weights").mkdir()
+    assert refusal(bad_inputs("version: 1\nmodel: weights\n" + GOOD_ITEM))[1][0].endswith(
+        "$.model: model folder weights has no model_index.json; a local model is a folder saved with save_pretrained "
+        "(or downloaded with `hf download`)")
+    (tmp_path / "weights" / "model_index.json").write_text('{"_class_name": "StableVideoDiffusionPipeline"}')
     for model in ("stabilityai/stable-video-diffusion-img2vid-xt", "weights", "./weights", str(tmp_path / "weights"),
                   "builtin:tiny"):
         assert refusal(bad_inputs(f"version: 1\nmodel: {model}\n" + GOOD_ITEM))[0] == 0, model
