@@ -482,8 +482,9 @@ def _build_presets(data: dict, out: _Collector) -> dict[str, Preset]:
             continue
         if name.casefold() in folded:
             first = folded[name.casefold()]
-            out.add(path, f"preset name '{name}' differs from '{first}' (at {out.line_of(('presets', first), key=True)}) only "
-                          "in case; their output folders would collide on a case-insensitive file system", key=True)
+            first_at = out.line_of(("presets", first), key=True)
+            out.add(path, f"preset name '{name}' differs from '{first}' (at {first_at}) only in case; their output "
+                          "folders would collide on a case-insensitive file system", key=True)
             continue
         folded[name.casefold()] = name
         if not isinstance(spec, dict) or out.broken(path):

@@ -5,8 +5,8 @@ traceback, and writes nothing: the folder tree around the recipe is the same aft
 the shipped recipes (recipes/*.yaml) and delete keys, swap in values of the wrong type, huge or odd numbers, odd
 names, NUL characters, deep nesting and hostile globs; a second strategy garbles the YAML text itself.
 
-Seeded and bounded (SVDRENDER_FUZZ_EXAMPLES examples, 150 by default, each thrown at both commands); the longer run
-in docs/reliability.md is
+Seeded and bounded: SVDRENDER_FUZZ_EXAMPLES examples per strategy (300 by default; a third of that for random
+documents), each thrown at both commands. The longer run in docs/reliability.md is
 
     SVDRENDER_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest -q tests/test_recipe_fuzz.py
 """
@@ -29,7 +29,7 @@ hypothesis = pytest.importorskip("hypothesis")  # in the test extras; skipped on
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-EXAMPLES = int(os.environ.get("SVDRENDER_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("SVDRENDER_FUZZ_EXAMPLES", "300"))
 SHIPPED = {path.name: yaml.safe_load(path.read_text(encoding="utf-8")) for path in sorted(RECIPES.glob("*.yaml"))}
 
 ODD_NAMES = ["coffee\n", "manifest.json", "INDEX.HTML", ".svdrender.lock", "a.svdtmp-1", "../x", "a/b", "", ".",
