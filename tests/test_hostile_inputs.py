@@ -331,6 +331,14 @@ def test_a_glob_walk_stops_at_its_bound_with_the_reason(tmp_path):
                               "instead of **)"
 
 
+def test_a_glob_walk_stops_at_its_time_bound_with_the_reason(tmp_path):
+    for i in range(1001):  # the clock is read every 1,000 entries
+        (tmp_path / f"f{i}.png").write_bytes(b"")
+    with pytest.raises(GlobRefused) as info:
+        glob_files(tmp_path, "*.jpg", tmp_path, max_seconds=0)
+    assert str(info.value) == "glob '*.jpg' took more than 0 s; narrow it (e.g. a folder instead of **)"
+
+
 def test_a_recipe_planning_millions_of_jobs_is_refused_before_any_is_built(bad_inputs):
     presets = "".join(f"  p{i}: {{}}\n" for i in range(30))
     items = "".join(f"  - {{name: i{i}, image: inputs/coffee.jpg}}\n" for i in range(10))
