@@ -313,6 +313,9 @@ def _report_schema_error(error, out: _Collector) -> None:
         return  # refused while loading, and reported then
     if validator in ("pattern", "propertyNames"):
         return  # names: the schema's pattern guides editors; `name_problem` is the rule, checked on every name
+    if validator in ("minimum", "maximum", "multipleOf") and error.schema.get("type") == "integer" \
+            and not _strict_integer(None, error.instance):
+        return  # "expected integer" says it already; a range on a non-integer only repeats the mistake
     value = error.instance
     doc = out.doc_for(path)
     if validator == "oneOf" and path[-2:-1] == ("items",) and isinstance(value, dict):
@@ -328,7 +331,11 @@ def _report_schema_error(error, out: _Collector) -> None:
         # Report the branch that got furthest, which is the one the user most likely meant.
         best = max(error.context, key=lambda e: (len(e.absolute_path), -len(list(e.context or []))))
         if len(best.absolute_path) > len(path) or best.validator not in ("type",):
-            _report_schema_error(best, out)
+            # Every mistake of that branch, not just the deepest: `model: {variant: []}` also lacks its `id`.
+            branch = best.relative_schema_path[0]
+            for sub in error.context:
+                if sub.relative_schema_path[0] == branch:
+                    _report_schema_error(sub, out)
             return
         if isinstance(value, (str, int, float, bool)) or value is None:
             types = sorted({c.schema.get("type") for c in error.context if isinstance(c.schema.get("type"), str)})
@@ -398,6 +405,8 @@ def _model_spec(raw: Any) -> ModelSpec:
         return ModelSpec(id=schema()["properties"]["model"]["default"])
     if isinstance(raw, str):
         return ModelSpec(id=raw)
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+        return ModelSpec(id="")  # the schema has reported it; the recipe is refused
     return ModelSpec(id=raw["id"], revision=raw.get("revision", "main"), variant=raw.get("variant"),
                      dtype=raw.get("dtype", "auto"))
 
@@ -763,7 +772,7 @@ def load_recipe(path: Path | str, *, model_override: str | None = None, out_over
         name = path.stem if name_problem(path.stem) is None else "recipe"
     out_dir = out_override or _output_dir(data, path, name, out)
     _check_model(data, base_dir, out)
-    model = _model_spec(data.get("model")) if not out.broken(("model",)) else ModelSpec(id=BUILTIN_TINY)
+    model = _model_spec(data.get("model"))
     if model_override:
         model = ModelSpec(id=model_override)
     defaults = _settings_of(_mapping(data, "defaults"), ("defaults",), out)

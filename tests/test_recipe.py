@@ -251,3 +251,10 @@ def test_validate_counts_in_words(write_recipe):
     assert (code, err) == (0, []) and len(out) == 1 and out[0].endswith(": ok (1 item, 1 job)")
     code, out, err = validate(write_recipe("version: 1\nmodel: builtin:tiny\nitems: [{image: inputs/gone.jpg}]\n"))
     assert code == 2 and err[-1] == "1 problem found."
+
+
+def test_a_model_mapping_without_id_is_reported_with_its_other_mistakes(write_recipe):
+    # Found by tests/test_recipe_fuzz.py: this raised KeyError('id').
+    path = write_recipe("version: 1\nmodel:\n  variant: []\nitems: [{image: inputs/coffee.jpg}]\n")
+    assert errors(path) == [f"{path}:3:3: $.model: missing required key 'id'",
+                            f"{path}:3:12: $.model.variant: expected string or null, got a list []"]
