@@ -232,6 +232,10 @@ CASES = [
     Case("model-neither-hub-id-nor-folder", "version: 1\nmodel: foo\n" + GOOD_ITEM, "2:8",
          "$.model: model 'foo' is neither a hub id (org/name), nor a built-in model (builtin:tiny, "
          "builtin:svd-xt-random), nor an existing folder"),
+    # Found by tests/test_recipe_fuzz.py: a home folder that cannot be determined raised RuntimeError.
+    Case("model-home-of-no-such-user", "version: 1\nmodel: ~no-such-user-here/svd\n" + GOOD_ITEM, "2:8",
+         "$.model: model folder ~no-such-user-here/svd does not exist (looked for {tmp}/~no-such-user-here/svd); "
+         "fix the path, or use a hub id such as stabilityai/stable-video-diffusion-img2vid-xt"),
     Case("model-folder-missing", "version: 1\nmodel: ./weights/svd\n" + GOOD_ITEM, "2:8",
          "$.model: model folder ./weights/svd does not exist (looked for {tmp}/weights/svd); fix the "
          "path, or use a hub id such as stabilityai/stable-video-diffusion-img2vid-xt"),
