@@ -30,11 +30,17 @@ class DefaultRenderGroup(click.Group):
         return super().parse_args(ctx, args)
 
 
-def _fail(exc: SvdrenderError) -> None:
+def _count(n: int, noun: str) -> str:
+    """`1 item`, `2 items`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def _fail(exc: SvdrenderError, *, rendering: bool = True) -> None:
+    """Print the error (every problem of a recipe, then their count) and exit with its code."""
     click.echo(str(exc) if isinstance(exc, RecipeError) else f"svdrender: {exc}", err=True)
     if isinstance(exc, RecipeError):
-        n = len(exc.problems)
-        click.echo(f"{n} problem{'s' if n != 1 else ''} found; nothing was rendered.", err=True)
+        click.echo(f"{_count(len(exc.problems), 'problem')} found{'; nothing was rendered' if rendering else ''}.",
+                   err=True)
     sys.exit(exc.exit_code)
 
 
@@ -127,7 +133,7 @@ def _plan_table(plan) -> str:
         rows.append((job.id, "skip" if job.skip_reason else "render",
                      f"{detail} ({job.skip_reason or job.render_reason})"))
     todo = len(plan.to_render)
-    return (f"{plan.recipe.name}: {len(plan.jobs)} jobs ({todo} to render), model {plan.recipe.model.id}, "
+    return (f"{plan.recipe.name}: {_count(len(plan.jobs), 'job')} ({todo:,} to render), model {plan.recipe.model.id}, "
             f"output {plan.recipe.output_dir}\n{summary_table(rows)}")
 
 
@@ -147,9 +153,9 @@ def validate(recipes, quiet):
             continue
         if not quiet:
             jobs = sum(len(i.presets) * len(i.seeds) for i in recipe.items)
-            click.echo(f"{path}: ok ({len(recipe.items)} items, {jobs} jobs)")
+            click.echo(f"{path}: ok ({_count(len(recipe.items), 'item')}, {_count(jobs, 'job')})")
     if problems:
-        _fail(RecipeError(problems))
+        _fail(RecipeError(problems), rendering=False)
     sys.exit(EXIT_OK)
 
 
@@ -167,7 +173,7 @@ def plan_command(recipe, as_json, out, only, model, force):
     try:
         plan = plan_recipe(recipe, model=model, out=out, only=only, force=force)
     except SvdrenderError as exc:
-        _fail(exc)
+        _fail(exc, rendering=False)
     if as_json:
         click.echo(json.dumps(plan_json(plan), indent=2))
     else:

@@ -7,7 +7,6 @@ file:line:col with its JSON path. Nothing here imports torch.
 from __future__ import annotations
 
 import difflib
-import glob as globlib
 import hashlib
 import json
 import re
@@ -17,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema.validators
 
 from . import images, schedulers
 from .errors import ImageError, Problem, RecipeError
-from .paths import is_inside, repository_root
+from .paths import GlobRefused, glob_files, is_dir, is_file, is_inside, name_problem, repository_root
 from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
@@ -28,7 +28,21 @@ MAX_INCLUDE_DEPTH = 8
 BUILTIN_TINY = "builtin:tiny"
 BUILTIN_SVD_XT_RANDOM = "builtin:svd-xt-random"  # full-size architecture, random weights: GPU benchmarks
 BUILTIN_MODELS = (BUILTIN_TINY, BUILTIN_SVD_XT_RANDOM)
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Seeds are 0 <= seed < 2**63: a signed 64-bit integer holds every one, so torch generators, the manifests' JSON
+# readers (int64 columns) and job ids agree on it; the schema bounds listed seeds, this bounds the end of a sweep.
+MAX_SEED = 2**63 - 1
+# A hub repository id as huggingface_hub accepts it: org/name, letters, digits, '-', '_', '.', at most 96 each.
+_HUB_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}\Z")
+
+
+def _strict_integer(checker, instance) -> bool:
+    # JSON Schema counts 64.0 as an integer; a recipe that writes 64.0 where a count is meant has made a mistake.
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer))
 
 
 @lru_cache(maxsize=1)
@@ -137,6 +151,18 @@ class _Collector:
         self.problems: list[Problem] = []
         self.owners: dict[tuple, Document] = {}
         self.main: Document | None = None
+        self.bad: set[tuple] = set()  # paths already reported: checks that read them are skipped
+        self.unreadable: set[tuple] = set()  # values refused while loading: the schema has nothing to add
+
+    def broken(self, path: tuple) -> bool:
+        """Whether `path`, or a mapping or list holding it, has been reported (the whole document excepted)."""
+        return any(path[:n] in self.bad for n in range(1, len(path) + 1))
+
+    def take(self, doc: Document) -> None:
+        """Report the values `doc` refused while loading, and skip every check that would read them."""
+        self.problems.extend(doc.problems)
+        self.bad |= doc.broken
+        self.unreadable |= doc.broken
 
     def doc_for(self, path: tuple) -> Document:
         probe = path
@@ -146,11 +172,19 @@ class _Collector:
             probe = probe[:-1]
         return self.main
 
-    def add(self, path: tuple, message: str, *, key: bool = False) -> None:
+    def add(self, path: tuple, message: str, *, key: bool = False, shown: tuple | None = None) -> None:
+        """Report `message` at `path` (at its key, with `key`), naming JSON path `shown` if given (a mapping whose
+        key is at fault, rather than a path spelled with that key)."""
         doc = self.doc_for(path)
         loc = doc.locate(path, key=key)
         self.problems.append(Problem(doc.file, loc.line if loc else None, loc.col if loc else None,
-                                     json_path(path), message))
+                                     json_path(path if shown is None else shown), message))
+        self.bad.add(path)
+
+    def line_of(self, path: tuple, *, key: bool = False) -> str:
+        """`line:col` of `path` (of its key, with `key`), for messages that point at a second place."""
+        loc = self.doc_for(path).locate(path, key=key)
+        return f"{loc.line}:{loc.col}" if loc else "?"
 
 
 def _display(path: Path) -> str:
@@ -193,14 +227,15 @@ def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, 
         if depth >= MAX_INCLUDE_DEPTH:
             out.add(("include", index), f"includes nested deeper than {MAX_INCLUDE_DEPTH} levels")
             continue
-        if not target.is_file():
+        if not is_file(target):
             out.add(("include", index), f"included file {rel} does not exist")
             continue
         try:
-            sub = load(target, _display(target))
+            sub = load(target, _display(target), keep_going=True)
         except RecipeError as exc:
             out.problems.extend(exc.problems)
             continue
+        out.take(sub)
         if not isinstance(sub.data, dict):
             out.problems.append(Problem(sub.file, 1, 1, "$", "an included file must be a mapping"))
             continue
@@ -254,7 +289,7 @@ def _explain_yaml_surprise(doc: Document, path: tuple, value: Any) -> str:
     raw = doc.raw.get(path)
     if raw is None:
         return ""
-    if isinstance(value, bool) and raw.lower() in YAML11_BOOLEAN_WORDS:
+    if isinstance(value, bool) and raw.lower() in YAML11_BOOLEAN_WORDS - {"true", "false"}:
         return f" (YAML reads unquoted {raw} as {str(value).lower()}; quote it as \"{raw}\" if you meant text)"
     if isinstance(value, str):
         try:
@@ -267,14 +302,20 @@ def _explain_yaml_surprise(doc: Document, path: tuple, value: Any) -> str:
 
 
 def _schema_problems(data: dict, out: _Collector) -> None:
-    validator = jsonschema.Draft202012Validator(schema())
-    for error in validator.iter_errors(data):
+    for error in _Validator(schema()).iter_errors(data):
         _report_schema_error(error, out)
 
 
 def _report_schema_error(error, out: _Collector) -> None:
     path = tuple(error.absolute_path)
     validator = error.validator
+    if any(path[:n] in out.unreadable for n in range(len(path) + 1)):
+        return  # refused while loading, and reported then
+    if validator in ("pattern", "propertyNames"):
+        return  # names: the schema's pattern guides editors; `name_problem` is the rule, checked on every name
+    if validator in ("minimum", "maximum", "multipleOf") and error.schema.get("type") == "integer" \
+            and not _strict_integer(None, error.instance):
+        return  # "expected integer" says it already; a range on a non-integer only repeats the mistake
     value = error.instance
     doc = out.doc_for(path)
     if validator == "oneOf" and path[-2:-1] == ("items",) and isinstance(value, dict):
@@ -290,7 +331,11 @@ def _report_schema_error(error, out: _Collector) -> None:
         # Report the branch that got furthest, which is the one the user most likely meant.
         best = max(error.context, key=lambda e: (len(e.absolute_path), -len(list(e.context or []))))
         if len(best.absolute_path) > len(path) or best.validator not in ("type",):
-            _report_schema_error(best, out)
+            # Every mistake of that branch, not just the deepest: `model: {variant: []}` also lacks its `id`.
+            branch = best.relative_schema_path[0]
+            for sub in error.context:
+                if sub.relative_schema_path[0] == branch:
+                    _report_schema_error(sub, out)
             return
         if isinstance(value, (str, int, float, bool)) or value is None:
             types = sorted({c.schema.get("type") for c in error.context if isinstance(c.schema.get("type"), str)})
@@ -338,13 +383,6 @@ def _report_schema_error(error, out: _Collector) -> None:
         word = "at least" if validator == "minimum" else "at most"
         out.add(path, f"{value} is out of range: must be {word} {error.validator_value}")
         return
-    if validator == "pattern":
-        out.add(path, f"{value!r} is not a safe name: use letters, digits, '.', '_' and '-', starting with a "
-                      "letter or digit (at most 64 characters)")
-        return
-    if validator == "propertyNames":
-        out.add(path, f"{error.instance!r} is not a safe name: use letters, digits, '.', '_' and '-'")
-        return
     if validator == "uniqueItems":
         out.add(path, "has duplicate entries")
         return
@@ -357,45 +395,126 @@ def _report_schema_error(error, out: _Collector) -> None:
     out.add(path, error.message)
 
 
+def _mapping(data: dict, key: str) -> dict:
+    value = data.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _model_spec(raw: Any) -> ModelSpec:
     if raw is None:
         return ModelSpec(id=schema()["properties"]["model"]["default"])
     if isinstance(raw, str):
         return ModelSpec(id=raw)
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
+        return ModelSpec(id="")  # the schema has reported it; the recipe is refused
     return ModelSpec(id=raw["id"], revision=raw.get("revision", "main"), variant=raw.get("variant"),
                      dtype=raw.get("dtype", "auto"))
 
 
-def _expand_seeds(raw: Any) -> tuple[int, ...]:
+def _check_model(data: dict, base_dir: Path, out: _Collector) -> None:
+    """The model id names something loadable: a known built-in model, a hub id (org/name) or an existing folder."""
+    raw = data.get("model")
+    where = ("model", "id") if isinstance(raw, dict) else ("model",)
+    model_id = raw.get("id") if isinstance(raw, dict) else raw
+    if not isinstance(model_id, str) or not model_id or out.broken(where):
+        return
+    if model_id.startswith("builtin:"):
+        if model_id not in BUILTIN_MODELS:
+            out.add(where, f"unknown built-in model '{model_id}'{suggest(model_id, BUILTIN_MODELS)}; built-in "
+                           f"models are {', '.join(BUILTIN_MODELS)}")
+        return
+    try:
+        local = Path(model_id).expanduser()
+    except RuntimeError:  # `~someone` with no such user
+        local = Path(model_id)
+    local = local if local.is_absolute() else base_dir / local
+    if is_dir(local):
+        # Planning fingerprints the folder's files, and loading needs this file: `/` or `~` must not pass as a model.
+        if not is_file(local / "model_index.json"):
+            out.add(where, f"model folder {model_id} has no model_index.json; a local model is a folder saved with "
+                           "save_pretrained (or downloaded with `hf download`)")
+        return
+    if _HUB_ID.match(model_id) and ".." not in model_id and "--" not in model_id:
+        return
+    if model_id.startswith((".", "/", "~")) or is_file(local):
+        out.add(where, f"model folder {model_id} does not exist (looked for {local}); fix the path, or use a hub id "
+                       "such as stabilityai/stable-video-diffusion-img2vid-xt")
+        return
+    out.add(where, f"model '{model_id}' is neither a hub id (org/name), nor a built-in model "
+                   f"({', '.join(BUILTIN_MODELS)}), nor an existing folder")
+
+
+def _seeds(raw: Any, where: tuple, out: _Collector) -> tuple[int, ...] | range:
+    """The seeds `raw` names (none when any of them is already reported); a sweep stays a range, and must end
+    within MAX_SEED."""
+    if out.broken(where):
+        return ()
     if isinstance(raw, dict):
-        start = raw.get("start", 0)
-        return tuple(range(start, start + raw["count"]))
+        start, count = raw.get("start", 0), raw.get("count")
+        if out.broken(where + ("start",)) or out.broken(where + ("count",)) or not isinstance(start, int) \
+                or not isinstance(count, int):
+            return ()
+        if start + count - 1 > MAX_SEED:
+            out.add(where + ("count",), f"the sweep ends at seed {start + count - 1}, above the largest seed "
+                                        f"{MAX_SEED} (2**63 - 1); lower start or count")
+            return ()
+        return range(start, start + count)
+    if not isinstance(raw, list) or any(out.broken(where + (i,)) for i in range(len(raw))):
+        return ()
     return tuple(raw)
 
 
-def _settings_of(mapping: dict) -> tuple[tuple[str, Any], ...]:
-    return tuple((k, mapping[k]) for k in SETTING_NAMES if k in mapping)
+def _settings_of(mapping: dict, path: tuple = (), out: _Collector | None = None) -> tuple[tuple[str, Any], ...]:
+    """The settings `mapping` sets, leaving out any already reported (so that no later check reads a wrong value)."""
+    return tuple((k, mapping[k]) for k in SETTING_NAMES
+                 if k in mapping and (out is None or not out.broken(path + (k,))))
+
+
+def _check_name(name: Any, where: tuple, out: _Collector, *, key: bool = False) -> bool:
+    """Report `name` at `where` if it breaks the name rule; True when it is usable. A mapping key that is a bad name
+    is reported under the mapping's path (the key itself may not be fit to spell a path)."""
+    if not isinstance(name, str) or out.broken(where):
+        return False
+    reason = name_problem(name)
+    if reason:
+        out.add(where, f"{name!r} {reason}", key=key, shown=where[:-1] if key else None)
+        return False
+    return True
 
 
 def _build_presets(data: dict, out: _Collector) -> dict[str, Preset]:
     presets: dict[str, Preset] = {}
-    for name, spec in (data.get("presets") or {}).items():
-        if not isinstance(spec, dict):
+    folded: dict[str, str] = {}
+    for name, spec in _mapping(data, "presets").items():
+        path = ("presets", name)
+        if not _check_name(name, path, out, key=True):
             continue
+        if name.casefold() in folded:
+            first = folded[name.casefold()]
+            first_at = out.line_of(("presets", first), key=True)
+            out.add(path, f"preset name '{name}' differs from '{first}' (at {first_at}) only in case; their output "
+                          "folders would collide on a case-insensitive file system", key=True)
+            continue
+        folded[name.casefold()] = name
+        if not isinstance(spec, dict) or out.broken(path):
+            continue
+        # Keys already reported are left out, so that the scheduler checks never read a wrong value.
+        spec = {k: v for k, v in spec.items() if not out.broken(path + (k,))}
         for sub, message in schedulers.check_preset(spec):
             # A refused key is reported at the key itself, not at its value.
-            out.add(("presets", name) + tuple(sub), message,
+            out.add(path + tuple(sub), message,
                     key=len(sub) == 1 and sub[0] in spec and sub[0] in schedulers.REFUSED_OPTIONS)
         scheduler = schedulers.canonical_name(spec.get("scheduler", "euler")) or "euler"
         sigmas = spec.get("sigmas")
+        options = spec.get("scheduler_options")
         presets[name] = Preset(
             name=name,
             scheduler=scheduler,
-            sigmas=tuple(sigmas) if isinstance(sigmas, list) else sigmas,
-            scheduler_options=tuple(sorted((spec.get("scheduler_options") or {}).items())),
+            sigmas=tuple(sigmas) if isinstance(sigmas, list) else sigmas if isinstance(sigmas, str) else None,
+            scheduler_options=tuple(sorted(options.items())) if isinstance(options, dict) else (),
             overrides=_settings_of(spec),
-            description=spec.get("description", schedulers.PRESETS[scheduler].description
-                                  if scheduler in schedulers.PRESETS else ""),
+            description=spec["description"] if isinstance(spec.get("description"), str) else
+            (schedulers.PRESETS[scheduler].description if scheduler in schedulers.PRESETS else ""),
             builtin=False,
         )
     return presets
@@ -412,7 +531,7 @@ def builtin_preset(name: str) -> Preset | None:
 
 
 def _resolve_preset_ref(name: Any, path: tuple, presets: dict[str, Preset], out: _Collector) -> str | None:
-    if not isinstance(name, str):
+    if not isinstance(name, str) or out.broken(path):
         return None
     if name in presets:
         return name
@@ -430,53 +549,89 @@ def _resolve_preset_ref(name: Any, path: tuple, presets: dict[str, Preset], out:
     return None
 
 
+def _resolve_preset_list(refs: Any, where: tuple, presets: dict[str, Preset], out: _Collector) -> tuple[str, ...]:
+    """The presets one job list names, each resolved once; names of one preset (after case folding and aliases,
+    e.g. euler, Euler, k_euler) are one error, since their jobs would render into one folder."""
+    if not isinstance(refs, list) or out.broken(where):
+        return ()
+    resolved: dict[str, list[tuple[str, tuple, str]]] = {}
+    for index, ref in enumerate(refs):
+        name = _resolve_preset_ref(ref, where + (index,), presets, out)
+        if name is not None:
+            resolved.setdefault(name.casefold(), []).append((ref, where + (index,), name))
+    names = []
+    for group in resolved.values():
+        names.append(group[0][2])
+        if len(group) > 1:
+            listed = ", ".join(f"'{ref}' (at {out.line_of(at)})" for ref, at, _ in group)
+            out.add(group[1][1], f"{listed} name one preset, {group[0][2]}, {len(group)} times; list it once")
+    return tuple(names)
+
+
+def _item_files(raw: dict, path: tuple, base_dir: Path, out: _Collector,
+                root: Path | None) -> list[tuple[str, str, tuple]]:
+    """(name, path as written, where) for each image an item names: its image, or every file its glob matches."""
+    if "image" in raw:
+        image = raw["image"]
+        if not isinstance(image, str) or out.broken(path + ("image",)):
+            return []
+        name = raw["name"] if isinstance(raw.get("name"), str) else Path(image).stem
+        return [(name, image, path + ("image",))]
+    pattern = raw.get("glob")
+    if not isinstance(pattern, str) or out.broken(path + ("glob",)):
+        return []
+    try:
+        matches = glob_files(base_dir, pattern, root)
+    except GlobRefused as exc:
+        out.add(path + ("glob",), str(exc))
+        return []
+    if not matches:
+        out.add(path + ("glob",), f"glob {pattern!r} matches no files")
+    prefix = f"{raw['name']}-" if isinstance(raw.get("name"), str) else ""
+    return [(prefix + m.stem, str(m.relative_to(base_dir)) if m.is_relative_to(base_dir) else str(m),
+             path + ("glob",)) for m in matches]
+
+
 def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _Collector,
-                  check_images: bool, root: Path | None) -> tuple[Item, ...]:
-    defaults = data.get("defaults") or {}
-    default_presets = defaults.get("presets", ["euler"])
-    default_seeds = defaults.get("seeds", [0])
-    items: list[Item] = []
-    origin: dict[str, tuple] = {}
-    decoded: dict[Path, str | None] = {}  # image → its error, or None when it decodes
-    for index, raw in enumerate(data.get("items") or []):
-        if not isinstance(raw, dict):
-            continue
+                  check_images: bool, root: Path | None, max_jobs: int) -> tuple[Item, ...]:
+    defaults = _mapping(data, "defaults")
+    # The defaults' presets are resolved (and reported) once, even when every item names its own.
+    default_presets = _resolve_preset_list(defaults.get("presets", ["euler"]), ("defaults", "presets"), presets, out)
+    default_seeds = _seeds(defaults.get("seeds", [0]), ("defaults", "seeds"), out)
+    raw_items = data.get("items") if isinstance(data.get("items"), list) else []
+    # First the size of the plan, by multiplication: a short recipe can ask for millions of jobs, and building them
+    # (or decoding their images) would run out of memory before the count is seen.
+    planned = []
+    total = 0
+    for index, raw in enumerate(raw_items):
         path = ("items", index)
-        if "presets" in raw:
-            preset_refs = [(p, path + ("presets", i)) for i, p in enumerate(raw["presets"])]
-        else:
-            owner = ("defaults", "presets") if "presets" in defaults else path
-            preset_refs = [(p, owner + ((i,) if owner != path else ())) for i, p in enumerate(default_presets)]
-        resolved = [_resolve_preset_ref(p, where, presets, out) for p, where in preset_refs]
-        seeds = _expand_seeds(raw.get("seeds", default_seeds))
-        if "image" in raw:
-            files = [(raw.get("name") or Path(raw["image"]).stem, raw["image"], path + ("image",))]
-        else:
-            pattern = raw["glob"]
-            matches = sorted(globlib.glob(str(base_dir / pattern), recursive=True))
-            matches = [m for m in matches if Path(m).is_file()]
-            if not matches:
-                out.add(path + ("glob",), f"glob {pattern!r} matches no files")
-            prefix = f"{raw['name']}-" if raw.get("name") else ""
-            files = [(prefix + Path(m).stem, str(Path(m).relative_to(base_dir)) if Path(m).is_relative_to(base_dir)
-                      else m, path + ("glob",)) for m in matches]
+        if not isinstance(raw, dict) or out.broken(path):
+            continue
+        own_presets = "presets" in raw
+        preset_names = (_resolve_preset_list(raw["presets"], path + ("presets",), presets, out) if own_presets
+                        else default_presets)
+        seeds = _seeds(raw["seeds"], path + ("seeds",), out) if "seeds" in raw else default_seeds
+        files = _item_files(raw, path, base_dir, out, root)
+        total += len(files) * len(preset_names) * len(seeds)
+        planned.append((path, raw, preset_names, seeds, files))
+    if total > max_jobs:
+        where = ("limits", "max_jobs") if "max_jobs" in _mapping(data, "limits") else ("items",)
+        out.add(where, f"the recipe plans {total:,} jobs, more than limits.max_jobs ({max_jobs:,}); split the "
+                       f"recipe, or raise limits.max_jobs (at most {_max_jobs_ceiling():,})")
+        return ()
+    items: list[Item] = []
+    origin: dict[str, tuple[str, tuple]] = {}  # case-folded name → (name, where)
+    decoded: dict[Path, str | None] = {}  # image → its error, or None when it decodes
+    for path, raw, preset_names, seeds, files in planned:
+        seeds = tuple(seeds)
         for name, rel, where in files:
             image = (base_dir / rel)
             refusal = _outside(rel, image, root)
             if refusal:
                 out.add(where, refusal)
                 continue
-            if not _SAFE_NAME.match(name):
-                out.add(where, f"item name {name!r} (from the file name) is not a safe name; add `name:` with "
-                               "letters, digits, '.', '_' and '-'")
-                continue
             named_at = path + ("name",) if "image" in raw and "name" in raw else where
-            if name in origin:
-                first = out.doc_for(origin[name]).locate(origin[name])
-                out.add(named_at, f"item name '{name}' is used twice (first at line {first.line if first else '?'}); "
-                                  "give one of them a different `name:`")
-                continue
-            origin[name] = named_at
+            usable = not out.broken(named_at) and _item_name_usable(name, named_at, named_at == where, origin, out)
             if check_images:
                 resolved_image = image.resolve()
                 if resolved_image not in decoded:  # items often share an image: decode each file once
@@ -491,10 +646,63 @@ def _expand_items(data: dict, base_dir: Path, presets: dict[str, Preset], out: _
                 if decoded[resolved_image]:
                     out.add(where, decoded[resolved_image])
                     continue
-            items.append(Item(name=name, image=image.resolve(), image_display=rel,
-                              presets=tuple(p for p in resolved if p is not None), seeds=seeds,
-                              overrides=_settings_of(raw), origin=path))
+            if not usable:
+                continue
+            items.append(Item(name=name, image=image.resolve(), image_display=rel, presets=preset_names,
+                              seeds=seeds, overrides=_settings_of(raw, path, out), origin=path))
     return tuple(items)
+
+
+def _item_name_usable(name: str, where: tuple, from_file: bool, origin: dict[str, tuple[str, tuple]],
+                      out: _Collector) -> bool:
+    """Check an item's name by the name rule and against the names before it (case-folded, as macOS compares
+    them); record it in `origin` (case-folded name → (name, where)) and say whether it is usable."""
+    reason = name_problem(name)
+    if reason:
+        out.add(where, f"item name {name!r} (from the file name) {reason}; add `name:`" if from_file
+                else f"{name!r} {reason}")
+        return False
+    if name.casefold() in origin:
+        first_name, first_at = origin[name.casefold()]
+        same = ("is used twice" if first_name == name else
+                f"differs from '{first_name}' only in case (their folders would collide on a case-insensitive file "
+                "system)")
+        fix = "rename one of the files" if from_file else "give one of them a different `name:`"
+        out.add(where, f"item name '{name}' {same} (first at line {out.line_of(first_at).split(':')[0]}); {fix}")
+        return False
+    origin[name.casefold()] = (name, where)
+    return True
+
+
+def _max_jobs_ceiling() -> int:
+    return schema()["properties"]["limits"]["properties"]["max_jobs"]["maximum"]
+
+
+def _max_jobs(data: dict, out: _Collector) -> int:
+    spec = schema()["properties"]["limits"]["properties"]["max_jobs"]
+    value = _mapping(data, "limits").get("max_jobs", spec["default"])
+    if not isinstance(value, int) or out.broken(("limits", "max_jobs")):
+        return spec["default"]
+    return value
+
+
+def _output_dir(data: dict, path: Path, name: str, out: _Collector) -> Path:
+    """The output folder; it must lie inside the recipe's repository, away from the recipe itself, unless the
+    recipe sets allow_output_outside (the render deletes its own temporaries there and writes manifests)."""
+    base_dir = path.resolve().parent
+    output = _mapping(data, "output")
+    written = output.get("dir") if isinstance(output.get("dir"), str) else None
+    out_dir = (base_dir / (written or f"renders/{name}")).resolve()
+    if written is None or out.broken(("output", "dir")) or data.get("allow_output_outside") is True:
+        return out_dir
+    root = repository_root(path).resolve()
+    if not out_dir.is_relative_to(root):
+        out.add(("output", "dir"), f"{written} resolves to {out_dir}, outside the recipe's repository {root}; write "
+                                   "inside it, or set `allow_output_outside: true` at the top of the recipe")
+    elif base_dir.is_relative_to(out_dir):
+        out.add(("output", "dir"), f"{written} resolves to {out_dir}, which holds the recipe itself; use a "
+                                   "folder of its own, such as renders/<name>")
+    return out_dir
 
 
 def resolve_settings(recipe: Recipe, preset: Preset, item: Item) -> Settings:
@@ -516,6 +724,8 @@ def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
         for preset_name in item.presets:
             preset = recipe.presets[preset_name]
             s = resolve_settings(recipe, preset, item)
+            if not all(isinstance(v, (int, float)) for v in (s.min_guidance_scale, s.max_guidance_scale)):
+                continue
             if s.min_guidance_scale > s.max_guidance_scale:
                 where = _origin_of(("min_guidance_scale", "max_guidance_scale"), recipe, preset, item)
                 if where not in reported:
@@ -537,33 +747,37 @@ def _origin_of(keys: tuple[str, ...], recipe: Recipe, preset: Preset, item: Item
 
 def load_recipe(path: Path | str, *, model_override: str | None = None, out_override: Path | None = None,
                 check_images: bool = True) -> Recipe:
-    """Load, validate and freeze a recipe file; raise RecipeError listing every problem."""
+    """Load, validate and freeze a recipe file; raise RecipeError listing every problem.
+
+    One pass: the schema and every semantic check run together, each check skipping only the values already
+    reported, so that fixing one mistake never reveals another that was there all along."""
     path = Path(path)
-    doc = load(path, _display(path))
+    doc = load(path, _display(path), keep_going=True)
     if not isinstance(doc.data, dict):
-        raise RecipeError([Problem(doc.file, 1, 1, "$", f"a recipe must be a mapping of keys, got "
-                                                         f"{_type_name(doc.data)}")])
+        raise RecipeError(doc.problems or [Problem(doc.file, 1, 1, "$", f"a recipe must be a mapping of keys, got "
+                                                                        f"{_type_name(doc.data)}")])
     out = _Collector()
     out.main = doc
+    out.take(doc)
     base_dir = path.resolve().parent
     root = None if doc.data.get("allow_inputs_outside") is True else repository_root(path)
     data = _merge_includes(doc, base_dir, out, 0, (path.resolve(),), root)
     _schema_problems(data, out)
-    if out.problems:
-        raise RecipeError(out.problems)
     presets = _build_presets(data, out)
-    items = _expand_items(data, base_dir, presets, out, check_images, root)
-    name = data.get("name") or (path.stem if _SAFE_NAME.match(path.stem) else "recipe")
-    output = data.get("output") or {}
-    out_dir = out_override or (base_dir / output.get("dir", f"renders/{name}"))
+    items = _expand_items(data, base_dir, presets, out, check_images, root, _max_jobs(data, out))
+    written_name = data.get("name")
+    if written_name is not None and _check_name(written_name, ("name",), out):
+        name = written_name
+    else:
+        name = path.stem if name_problem(path.stem) is None else "recipe"
+    out_dir = out_override or _output_dir(data, path, name, out)
+    _check_model(data, base_dir, out)
     model = _model_spec(data.get("model"))
-    if model.is_builtin and model.id not in BUILTIN_MODELS:
-        where = ("model", "id") if isinstance(data.get("model"), dict) else ("model",)
-        out.add(where, f"unknown built-in model '{model.id}'{suggest(model.id, BUILTIN_MODELS)}; built-in models "
-                       f"are {', '.join(BUILTIN_MODELS)}")
     if model_override:
         model = ModelSpec(id=model_override)
-    defaults = {k: v for k, v in (data.get("defaults") or {}).items() if k in SETTING_NAMES}
+    defaults = _settings_of(_mapping(data, "defaults"), ("defaults",), out)
+    output = _mapping(data, "output")
+    formats = output.get("formats") if isinstance(output.get("formats"), list) else ["mp4"]
     files = (path.resolve(),) + tuple(sorted({d.file for d in out.owners.values()}))
     recipe = Recipe(
         path=path.resolve(),
@@ -571,12 +785,12 @@ def load_recipe(path: Path | str, *, model_override: str | None = None, out_over
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         model=model,
         output_dir=Path(out_dir).resolve(),
-        formats=tuple(output.get("formats", ["mp4"])),
-        defaults=tuple(defaults.items()),
+        formats=tuple(formats),
+        defaults=defaults,
         presets=presets,
         items=items,
         files=tuple(Path(f) for f in files),
-        performance=tuple(sorted((data.get("performance") or {}).items())),
+        performance=tuple(sorted(_mapping(data, "performance").items())),
     )
     _semantic_checks(recipe, out)
     if out.problems:

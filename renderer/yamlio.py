@@ -2,11 +2,15 @@
 
 PyYAML's composer gives nodes with marks; we build plain Python values from those nodes ourselves so that we can
 (a) remember where each value came from, (b) reject duplicate keys naming both lines, (c) bound alias expansion
-(billion-laughs documents compose cheaply but explode when constructed), and (d) allow only the standard YAML tags.
+(billion-laughs documents compose cheaply but explode when constructed), (d) allow only the standard YAML tags,
+(e) bound nesting before PyYAML's recursive composer sees it (deep documents would end in RecursionError), and
+(f) refuse values no recipe means and no JSON reader accepts: NUL characters, NaN and infinities, integers beyond
+64 bits.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,9 @@ from .errors import Problem, RecipeError
 MAX_FILE_BYTES = 1024 * 1024  # recipes are small; a bigger file is a mistake or an attack
 MAX_VALUES = 200_000  # values after alias expansion
 MAX_DEPTH = 64
+# Integers must fit a signed 64-bit integer: torch seeds, JSON readers of the manifests (int64 columns, JavaScript's
+# safe range aside) and every setting stay within it; a longer digit string is a mistake, not a value.
+MAX_INT = 2**63 - 1
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _SCALAR_TAGS = {
@@ -50,6 +57,10 @@ class Document:
     keys: dict[tuple, Location] = field(default_factory=dict)
     # Scalars as written, for values YAML 1.1 turns into something surprising (`no` → False, `1e3` → "1e3").
     raw: dict[tuple, str] = field(default_factory=dict)
+    # Values refused while loading (NUL, NaN, huge integers, foreign tags, duplicate keys): reported by `load`
+    # unless the caller keeps going, in which case checks of these paths are skipped (the value is already wrong).
+    problems: list[Problem] = field(default_factory=list)
+    broken: set[tuple] = field(default_factory=set)
 
     def locate(self, path: tuple, *, key: bool = False) -> Location | None:
         """The location of `path`, or of its nearest ancestor that has one."""
@@ -116,15 +127,32 @@ class _Builder:
             return self._mapping(node, path, depth)
         raise AssertionError(f"unknown YAML node {node!r}")
 
+    def _refuse(self, node, path, message):
+        self.problems.append(_problem(self.file, node.start_mark, message, path))
+        self.doc.broken.add(path)
+
     def _bad_tag(self, node, path):
-        self.problems.append(_problem(self.file, node.start_mark,
-                                      f"YAML tag {node.tag} is not allowed; recipes use plain YAML values only", path))
+        self._refuse(node, path, f"YAML tag {node.tag} is not allowed; recipes use plain YAML values only")
 
     def _scalar(self, node, path):
         if node.tag not in _SCALAR_TAGS:
             self._bad_tag(node, path)
             return node.value
-        value = self._constructor.yaml_constructors[node.tag](self._constructor, node)
+        if "\x00" in node.value:
+            self._refuse(node, path, "contains a NUL character (\\0), which no file name or setting can hold")
+            return None
+        try:
+            value = self._constructor.yaml_constructors[node.tag](self._constructor, node)
+        except (ValueError, OverflowError):  # e.g. an integer of more than 4,300 digits
+            self._refuse(node, path, f"{_shorten(node.value)} is not a number svdrender can read")
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            self._refuse(node, path, f"{node.value} is not a finite number; recipes hold no NaN or infinity")
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            self._refuse(node, path, f"{_shorten(node.value)} is too large: integers are at most 2**63 - 1 "
+                                     f"({MAX_INT})")
+            return None
         if node.style is None and (node.tag == "tag:yaml.org,2002:bool" or
                                    (node.tag == "tag:yaml.org,2002:str" and _looks_numeric(node.value))):
             self.doc.raw[path] = node.value
@@ -150,6 +178,9 @@ class _Builder:
                                               path))
                 continue
             key = key_node.value
+            if "\x00" in key:
+                self._refuse(key_node, path, "a key contains a NUL character (\\0)")
+                continue
             if key in seen:
                 first = seen[key]
                 self.problems.append(_problem(
@@ -166,6 +197,24 @@ class _Builder:
         return result
 
 
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _nesting_problem(text: str, file: str) -> Problem | None:
+    """A located problem when collections nest deeper than MAX_DEPTH, found from the parser's event stream (a
+    state machine, unlike PyYAML's recursive composer), or None."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH + 1:  # the document's own mapping is level 0
+                return _problem(file, event.start_mark, f"nesting deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+    return None
+
+
 def _looks_numeric(text: str) -> bool:
     try:
         float(text)
@@ -174,8 +223,11 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def load(path: Path, display: str | None = None) -> Document:
-    """Load one YAML file safely; raise RecipeError with file:line:col problems on any failure."""
+def load(path: Path, display: str | None = None, *, keep_going: bool = False) -> Document:
+    """Load one YAML file safely; raise RecipeError with file:line:col problems on any failure.
+
+    With `keep_going`, refused values (see `Document.problems`) do not raise: the caller reports them together
+    with its own checks."""
     file = display or str(path)
     try:
         if path.is_dir():
@@ -195,13 +247,16 @@ def load(path: Path, display: str | None = None) -> Document:
         line = raw[: exc.start].count(b"\n") + 1
         col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         raise RecipeError([Problem(file, line, col, "", "is not UTF-8 text; save the recipe as UTF-8")]) from None
-    return loads(text, file)
+    return loads(text, file, keep_going=keep_going)
 
 
-def loads(text: str, file: str) -> Document:
+def loads(text: str, file: str, *, keep_going: bool = False) -> Document:
     """Parse YAML text; see `load`."""
     doc = Document(file=file, data=None)
     try:
+        deep = _nesting_problem(text, file)
+        if deep is not None:
+            raise RecipeError([deep])
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -215,6 +270,7 @@ def loads(text: str, file: str) -> Document:
         raise RecipeError([_problem(file, nodes[1].start_mark, "holds several YAML documents; a recipe is one")])
     builder = _Builder(file, doc)
     doc.data = builder.build(nodes[0], ())
-    if builder.problems:
+    doc.problems = builder.problems
+    if builder.problems and not keep_going:
         raise RecipeError(builder.problems)
     return doc

@@ -88,7 +88,10 @@ def test_broken_recipe_lists_every_error_and_loads_nothing(write_recipe):
     lines = [line for line in proc.stderr.splitlines() if not line.startswith("HEAVY=")]
     assert lines[0] == f"{path}:3:12: $.defaults.widht: unknown key 'widht'; did you mean 'width'?"
     assert lines[1] == f"{path}:3:35: $.defaults.num_frames: 0 is out of range: must be at least 1"
-    assert lines[-1] == "2 problems found; nothing was rendered."
+    # One pass: the semantic checks (image, preset) report alongside the schema's.
+    assert lines[2] == f"{path}:5:12: $.items[0].image: inputs/missing.png: image file not found"
+    assert lines[3].startswith(f"{path}:6:15: $.items[0].presets[0]: 'DDIM' is wrong for SVD: ")
+    assert lines[-1] == "4 problems found; nothing was rendered."
     assert "Traceback" not in proc.stderr
     assert heavy == []
 

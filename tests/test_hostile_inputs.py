@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from renderer.cli import main
+from renderer.paths import GlobRefused, glob_files
 from renderer.yamlio import MAX_FILE_BYTES
 
 HEADER = "version: 1\nmodel: builtin:tiny\n"
@@ -44,7 +45,7 @@ CASES = [
     Case("alias-bomb", alias_bomb(), "1:42",
          "YAML aliases expand to more than 200,000 values; refusing to expand further (alias bomb?)"),
     Case("deep-nesting", HEADER + "name: " + "[" * 100 + "]" * 100 + "\n" + GOOD_ITEM, "3:71",
-         "nesting deeper than 64 levels (a recursive alias?)"),
+         "nesting deeper than 64 levels"),
     Case("duplicate-key", HEADER + "model: builtin:tiny\n" + GOOD_ITEM, "3:1",
          "$.model: duplicate key 'model' (first defined at line 2); remove one of them"),
     Case("unclosed-bracket", HEADER + "items: [{image: inputs/coffee.jpg}\nname: x\n", "4:1",
@@ -124,8 +125,8 @@ CASES = [
          "$.items[0].image: /etc/passwd resolves to /etc/passwd, outside the recipe's repository {tmp}/repo; move it "
          "inside, or set `allow_inputs_outside: true` at the top of the recipe", "repo/recipe.yaml"),
     Case("glob-dotdot", HEADER + "items:\n  - glob: ../inputs/c*.jpg\n", "4:11",
-         "$.items[0].glob: ../inputs/coffee.jpg resolves to {tmp}/inputs/coffee.jpg, outside the recipe's "
-         "repository {tmp}/repo; move it inside, or set `allow_inputs_outside: true` at the top of the recipe",
+         "$.items[0].glob: glob '../inputs/c*.jpg' starts at {tmp}/inputs, outside the recipe's repository "
+         "{tmp}/repo; move the files inside, or set `allow_inputs_outside: true` at the top of the recipe",
          "repo/recipe.yaml"),
     Case("include-absolute", HEADER + "include: [/etc/passwd]\n" + GOOD_ITEM, "3:11",
          "$.include[0]: /etc/passwd resolves to /etc/passwd, outside the recipe's repository {tmp}/repo; move it "
@@ -153,6 +154,93 @@ CASES = [
          "$.items[0].image: inputs: is a directory, not an image file"),
     Case("missing-image", HEADER + "items:\n  - image: inputs/gone.jpg\n", "4:12",
          "$.items[0].image: inputs/gone.jpg: image file not found"),
+    # issue 20: names, confinement, strict values, bounds
+    Case("name-trailing-newline", HEADER + "items:\n  - {name: \"coffee\\n\", image: inputs/coffee.jpg}\n", "4:12",
+         "$.items[0].name: 'coffee\\n' is not a safe name: use letters, digits, '.', '_' and '-', "
+         "starting with a letter or digit (at most 64 characters)"),
+    Case("name-temporary-marker", HEADER + "items:\n  - {name: a.svdtmp-1, image: inputs/coffee.jpg}\n", "4:12",
+         "$.items[0].name: 'a.svdtmp-1' contains '.svdtmp-', the mark of svdrender's temporary files "
+         "(the end-of-run sweep would delete its outputs); choose another name"),
+    Case("name-reserved-any-case", HEADER + "items:\n  - {name: INDEX.HTML, image: inputs/coffee.jpg}\n", "4:12",
+         "$.items[0].name: 'INDEX.HTML' is the name of a file svdrender writes into the output folder; "
+         "choose another name"),
+    Case("name-windows-device", HEADER + "items:\n  - {name: con.x, image: inputs/coffee.jpg}\n", "4:12",
+         "$.items[0].name: 'con.x' is a device name on Windows, which no file there can take; choose "
+         "another name"),
+    Case("preset-aliases",
+         HEADER + "items:\n  - {image: inputs/coffee.jpg, presets: [euler, Euler, k_euler]}\n", "4:49",
+         "$.items[0].presets[1]: 'euler' (at 4:42), 'Euler' (at 4:49), 'k_euler' (at 4:56) name one "
+         "preset, euler, 3 times; list it once"),
+    Case("preset-names-differ-in-case", HEADER + "presets:\n  fast: {}\n  Fast: {}\n" + GOOD_ITEM, "5:3",
+         "$.presets.Fast: preset name 'Fast' differs from 'fast' (at 4:3) only in case; their output "
+         "folders would collide on a case-insensitive file system"),
+    Case("item-names-differ-in-case",
+         HEADER + "items:\n  - {name: ok, image: inputs/coffee.jpg}\n"
+         "  - {name: OK, image: inputs/rocket.jpg}\n", "5:12",
+         "$.items[1].name: item name 'OK' differs from 'ok' only in case (their folders would collide on "
+         "a case-insensitive file system) (first at line 4); give one of them a different `name:`"),
+    Case("glob-stems-differ-in-case", HEADER + "items:\n  - glob: inputs/cases/*.jpg\n", "4:11",
+         "$.items[0].glob: item name 'dup' differs from 'Dup' only in case (their folders would collide "
+         "on a case-insensitive file system) (first at line 4); rename one of the files"),
+    Case("output-absolute", HEADER + "output: {dir: /etc}\n" + GOOD_ITEM, "3:15",
+         "$.output.dir: /etc resolves to /etc, outside the recipe's repository {tmp}; write inside it, "
+         "or set `allow_output_outside: true` at the top of the recipe"),
+    Case("output-dotdot", HEADER + "output: {dir: " + "../" * 16 + "}\n" + GOOD_ITEM, "3:15",
+         "$.output.dir: " + "../" * 16 + " resolves to /, outside the recipe's repository {tmp}; write inside "
+         "it, or set `allow_output_outside: true` at the top of the recipe"),
+    Case("output-holds-the-recipe", HEADER + "output: {dir: .}\n" + GOOD_ITEM, "3:15",
+         "$.output.dir: . resolves to {tmp}, which holds the recipe itself; use a folder of its own, "
+         "such as renders/<name>"),
+    Case("glob-absolute", HEADER + "items:\n  - glob: /**/*.png\n", "4:11",
+         "$.items[0].glob: glob '/**/*.png' is absolute; write it relative to the recipe's folder, or "
+         "set `allow_inputs_outside: true` at the top of the recipe"),
+    Case("glob-dotdot-after-wildcard", HEADER + "items:\n  - glob: inputs/*/../../../*.jpg\n", "4:11",
+         "$.items[0].glob: glob 'inputs/*/../../../*.jpg' has '..' after a wildcard; put every '..' "
+         "before the first wildcard"),
+    Case("int-written-as-float", HEADER + "defaults: {width: 64.0}\n" + GOOD_ITEM, "3:19",
+         "$.defaults.width: expected integer, got a number 64.0"),
+    Case("seed-written-as-float", HEADER + "defaults: {seeds: [1.0]}\n" + GOOD_ITEM, "3:20",
+         "$.defaults.seeds[0]: expected integer, got a number 1.0"),
+    Case("int-written-as-boolean", HEADER + "defaults: {num_frames: true}\n" + GOOD_ITEM, "3:24",
+         "$.defaults.num_frames: expected integer, got a boolean True"),
+    Case("nan", HEADER + "defaults: {noise_aug_strength: .nan}\n" + GOOD_ITEM, "3:32",
+         "$.defaults.noise_aug_strength: .nan is not a finite number; recipes hold no NaN or infinity"),
+    Case("infinity", HEADER + "presets:\n  p: {sigmas: [.inf, 1.0, 0.0]}\n" + GOOD_ITEM, "4:16",
+         "$.presets.p.sigmas[0]: .inf is not a finite number; recipes hold no NaN or infinity"),
+    Case("seed-2-to-64", HEADER + "defaults: {seeds: [18446744073709551616]}\n" + GOOD_ITEM, "3:20",
+         "$.defaults.seeds[0]: 18446744073709551616 is too large: integers are at most 2**63 - 1 "
+         "(9223372036854775807)"),
+    Case("seed-2-to-63", HEADER + "defaults: {seeds: [9223372036854775808]}\n" + GOOD_ITEM, "3:20",
+         "$.defaults.seeds[0]: 9223372036854775808 is too large: integers are at most 2**63 - 1 "
+         "(9223372036854775807)"),
+    Case("seed-sweep-float", HEADER + "defaults: {seeds: {start: 1.5, count: 3}}\n" + GOOD_ITEM, "3:27",
+         "$.defaults.seeds.start: expected integer, got a number 1.5"),
+    Case("seed-sweep-past-2-to-63",
+         HEADER + "defaults: {seeds: {start: 9223372036854775800, count: 10}}\n" + GOOD_ITEM, "3:55",
+         "$.defaults.seeds.count: the sweep ends at seed 9223372036854775809, above the largest seed "
+         "9223372036854775807 (2**63 - 1); lower start or count"),
+    Case("nul-in-image", HEADER + "items:\n  - image: \"inputs/coffee\\0.jpg\"\n", "4:12",
+         "$.items[0].image: contains a NUL character (\\0), which no file name or setting can hold"),
+    Case("nul-in-glob", HEADER + "items:\n  - glob: \"inputs/*\\0.jpg\"\n", "4:11",
+         "$.items[0].glob: contains a NUL character (\\0), which no file name or setting can hold"),
+    Case("nul-in-include", HEADER + "include: [\"shared\\0.yaml\"]\n" + GOOD_ITEM, "3:11",
+         "$.include[0]: contains a NUL character (\\0), which no file name or setting can hold"),
+    Case("nul-in-output", HEADER + "output: {dir: \"out\\0\"}\n" + GOOD_ITEM, "3:15",
+         "$.output.dir: contains a NUL character (\\0), which no file name or setting can hold"),
+    Case("nesting-600-levels", HEADER + "name: " + "[" * 600 + "]" * 600 + "\n" + GOOD_ITEM, "3:71",
+         "nesting deeper than 64 levels"),
+    Case("model-neither-hub-id-nor-folder", "version: 1\nmodel: foo\n" + GOOD_ITEM, "2:8",
+         "$.model: model 'foo' is neither a hub id (org/name), nor a built-in model (builtin:tiny, "
+         "builtin:svd-xt-random), nor an existing folder"),
+    # Found by tests/test_recipe_fuzz.py: a home folder that cannot be determined raised RuntimeError.
+    Case("model-home-of-no-such-user", "version: 1\nmodel: ~no-such-user-here/svd\n" + GOOD_ITEM, "2:8",
+         "$.model: model folder ~no-such-user-here/svd does not exist (looked for {tmp}/~no-such-user-here/svd); "
+         "fix the path, or use a hub id such as stabilityai/stable-video-diffusion-img2vid-xt"),
+    Case("model-folder-missing", "version: 1\nmodel: ./weights/svd\n" + GOOD_ITEM, "2:8",
+         "$.model: model folder ./weights/svd does not exist (looked for {tmp}/weights/svd); fix the "
+         "path, or use a hub id such as stabilityai/stable-video-diffusion-img2vid-xt"),
+    Case("max-jobs-above-ceiling", HEADER + "limits: {max_jobs: 2000000}\n" + GOOD_ITEM, "3:20",
+         "$.limits.max_jobs: 2000000 is out of range: must be at most 1000000"),
 ]
 
 
@@ -178,6 +266,9 @@ def bad_inputs(write_recipe, tmp_path):
     (inputs / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(16))
     (inputs / "bomb.png").write_bytes(png_header_only(30000, 30000))
     (inputs / "empty.png").write_bytes(b"")
+    (inputs / "cases").mkdir()
+    for stem in ("dup", "Dup"):  # one name on a case-insensitive file system
+        (inputs / "cases" / f"{stem}.jpg").write_bytes(coffee)
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo" / "link.jpg").symlink_to(inputs / "coffee.jpg")
     return write_recipe
@@ -216,5 +307,82 @@ def test_all_problems_of_a_hostile_recipe_are_reported_at_once(bad_inputs, tmp_p
                                "  - image: inputs/gone.jpg\n", name="repo/recipe.yaml")
     code, lines = refusal(path)
     assert code == 2
-    assert [line.split(": ")[0] for line in lines[:-1]] == [f"{path}:3:19", f"{path}:3:29"]
-    assert lines[-1] == "2 problems found; nothing was rendered."
+    assert [line.split(": ")[0] for line in lines[:-1]] == [f"{path}:3:19", f"{path}:3:29", f"{path}:5:12",
+                                                            f"{path}:6:12"]
+    assert lines[-1] == "4 problems found; nothing was rendered."
+
+
+def test_a_glob_through_symlink_loops_answers_at_once_without_following_them(write_recipe, tmp_path):
+    shots = tmp_path / "inputs" / "shots"
+    (shots / "sub").mkdir(parents=True)
+    (shots / "a.jpg").write_bytes((tmp_path / "inputs" / "coffee.jpg").read_bytes())
+    (shots / "sub" / "b.jpg").write_bytes((tmp_path / "inputs" / "rocket.jpg").read_bytes())
+    # Two links back to the folder itself: a walk that follows them never ends (it did, for minutes).
+    (shots / "loop").symlink_to(".")
+    (shots / "sub" / "loop").symlink_to(".")
+    path = write_recipe(HEADER + "items:\n  - glob: inputs/shots/**/*.jpg\n")
+    result = CliRunner().invoke(main, ["plan", str(path)])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["a/euler/seed-0", "b/euler/seed-0"]
+
+
+def test_a_glob_walk_stops_at_its_bound_with_the_reason(tmp_path):
+    for i in range(30):
+        (tmp_path / f"f{i}.png").write_bytes(b"")
+    with pytest.raises(GlobRefused) as info:
+        glob_files(tmp_path, "**/*.jpg", tmp_path, max_entries=20)
+    assert str(info.value) == "glob '**/*.jpg' looked at more than 20 folder entries; narrow it (e.g. a folder " \
+                              "instead of **)"
+
+
+def test_a_glob_walk_stops_at_its_time_bound_with_the_reason(tmp_path):
+    for i in range(1001):  # the clock is read every 1,000 entries
+        (tmp_path / f"f{i}.png").write_bytes(b"")
+    with pytest.raises(GlobRefused) as info:
+        glob_files(tmp_path, "*.jpg", tmp_path, max_seconds=0)
+    assert str(info.value) == "glob '*.jpg' took more than 0 s; narrow it (e.g. a folder instead of **)"
+
+
+def test_a_recipe_planning_millions_of_jobs_is_refused_before_any_is_built(bad_inputs):
+    presets = "".join(f"  p{i}: {{}}\n" for i in range(30))
+    items = "".join(f"  - {{name: i{i}, image: inputs/coffee.jpg}}\n" for i in range(10))
+    path = bad_inputs(HEADER + "defaults:\n  seeds: {count: 10000}\n  presets: [" +
+                      ", ".join(f"p{i}" for i in range(30)) + "]\npresets:\n" + presets + "items:\n" + items)
+    assert path.stat().st_size < 4096
+    for command in (["plan"], ["render", "--dry-run"], ["validate"]):
+        result = CliRunner().invoke(main, [*command, str(path)])
+        assert result.exit_code == 2
+        assert result.stderr.splitlines()[0] == (
+            f"{path}:38:3: $.items: the recipe plans 3,000,000 jobs, more than limits.max_jobs (10,000); split the "
+            "recipe, or raise limits.max_jobs (at most 1,000,000)")
+    raised = bad_inputs(path.read_text().replace("items:\n", "limits: {max_jobs: 1000000}\nitems:\n", 1))
+    assert CliRunner().invoke(main, ["validate", str(raised)]).stderr.splitlines()[0] == (
+        f"{raised}:37:20: $.limits.max_jobs: the recipe plans 3,000,000 jobs, more than limits.max_jobs (1,000,000); "
+        "split the recipe, or raise limits.max_jobs (at most 1,000,000)")
+
+
+def test_output_outside_the_repository_when_the_recipe_says_so_or_the_command_line_does(bad_inputs, tmp_path):
+    outside = tmp_path / "elsewhere"  # the recipes below live in tmp/repo
+    header = HEADER + "allow_inputs_outside: true\n"
+    item = "items:\n  - image: ../inputs/coffee.jpg\n"
+    opted_in = bad_inputs(header + f"allow_output_outside: true\noutput: {{dir: {outside}}}\n" + item,
+                          name="repo/opted_in.yaml")
+    assert refusal(opted_in)[0] == 0
+    refused = bad_inputs(header + f"output: {{dir: {outside}}}\n" + item, name="repo/recipe.yaml")
+    assert refusal(refused) == (2, [
+        f"{refused}:4:15: $.output.dir: {outside} resolves to {outside}, outside the recipe's repository "
+        f"{tmp_path / 'repo'}; write inside it, or set `allow_output_outside: true` at the top of the recipe",
+        "1 problem found; nothing was rendered."])
+    assert CliRunner().invoke(main, ["render", "--dry-run", "--out", str(outside), str(refused)]).exit_code == 0
+    assert not outside.exists()
+
+
+def test_model_ids_of_every_kind_that_can_load(bad_inputs, tmp_path):
+    (tmp_path / "weights").mkdir()
+    assert refusal(bad_inputs("version: 1\nmodel: weights\n" + GOOD_ITEM))[1][0].endswith(
+        "$.model: model folder weights has no model_index.json; a local model is a folder saved with save_pretrained "
+        "(or downloaded with `hf download`)")
+    (tmp_path / "weights" / "model_index.json").write_text('{"_class_name": "StableVideoDiffusionPipeline"}')
+    for model in ("stabilityai/stable-video-diffusion-img2vid-xt", "weights", "./weights", str(tmp_path / "weights"),
+                  "builtin:tiny"):
+        assert refusal(bad_inputs(f"version: 1\nmodel: {model}\n" + GOOD_ITEM))[0] == 0, model

@@ -267,7 +267,7 @@ def test_plan_says_why_each_job_renders(write_recipe, tmp_path):
     }
     forced = run_cli("plan", path, "--force", "--only", "coffee/euler/seed-0").stdout
     assert re.search(r"^coffee/euler/seed-0 +render .*\(forced \(--force\)\)$", forced, re.MULTILINE)
-    assert "recipe: 1 jobs (1 to render)" in forced  # --only narrows the plan to the named job
+    assert "recipe: 1 job (1 to render)" in forced  # --only narrows the plan to the named job
 
 
 def test_cache_key_follows_the_resolved_model_revision(write_recipe, tmp_path, monkeypatch):

@@ -79,3 +79,32 @@ def test_non_utf8_size_cap_and_missing(tmp_path):
 def test_json_path_spelling():
     assert json_path(("presets", "fast", "sigmas", 2)) == "$.presets.fast.sigmas[2]"
     assert json_path(("presets", "a b")) == "$.presets['a b']"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ('a: "x\\0y"\n', "r.yaml:1:4: $.a: contains a NUL character (\\0), which no file name or setting can hold"),
+    ('"k\\0": 1\n', "r.yaml:1:1: a key contains a NUL character (\\0)"),
+    ("a: .nan\n", "r.yaml:1:4: $.a: .nan is not a finite number; recipes hold no NaN or infinity"),
+    ("a: [1, -.inf]\n", "r.yaml:1:8: $.a[1]: -.inf is not a finite number; recipes hold no NaN or infinity"),
+    ("a: 9223372036854775808\n",
+     "r.yaml:1:4: $.a: 9223372036854775808 is too large: integers are at most 2**63 - 1 (9223372036854775807)"),
+    ("a: " + "9" * 5000 + "\n",
+     "r.yaml:1:4: $.a: 9999999999999999999999999999999999999999... (5,000 characters) is not a number svdrender can "
+     "read"),
+], ids=["nul-value", "nul-key", "nan", "infinity", "int-past-64-bits", "int-of-5000-digits"])
+def test_values_no_recipe_means_are_refused_at_their_line(text, problem):
+    assert problems(text) == [problem]
+
+
+def test_refused_values_are_kept_for_the_caller_when_it_keeps_going():
+    doc = loads("a: .nan\nb: 2\n", "r.yaml", keep_going=True)
+    assert doc.data == {"a": None, "b": 2} and doc.broken == {("a",)}
+    assert [str(p) for p in doc.problems] == ["r.yaml:1:4: $.a: .nan is not a finite number; recipes hold no NaN or "
+                                              "infinity"]
+
+
+@pytest.mark.parametrize("shape", ["[", "{a: "])
+def test_nesting_of_hundreds_of_levels_is_a_located_error_not_a_recursion_error(shape):
+    closing = {"[": "]", "{a: ": "}"}[shape]
+    assert problems("x: " + shape * 600 + "1" + closing * 600 + "\n") == [
+        f"r.yaml:1:{4 + 64 * len(shape)}: nesting deeper than 64 levels"]
