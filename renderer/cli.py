@@ -15,9 +15,11 @@ from . import __version__
 from .errors import EXIT_OK, RecipeError, SvdrenderError, UsageError
 
 EXIT_CODES_HELP = """\b
-Exit codes: 0 every job ok (or skipped), 1 some job failed or the model
-could not load, 2 invalid recipe or usage (or the output folder is in
-use), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP."""
+Exit codes: 0 every job ok (or skipped), 1 some job failed, the model
+could not load, or the output folder could not be written (disk full,
+read-only, name too long), 2 invalid recipe or usage (or the output
+folder is in use, or holds a manifest.json / index.html svdrender did
+not write), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP."""
 
 
 class DefaultRenderGroup(click.Group):
@@ -121,8 +123,9 @@ def _plan_table(plan) -> str:
         if "sigmas" in job.scheduler:
             sigmas = job.scheduler["sigmas"]
             sched += f" sigmas={sigmas if isinstance(sigmas, str) else 'custom'}"
-        detail = (f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {sched} "
-                  f"-> {Path(next(iter(job.outputs.values()))).relative_to(plan.recipe.output_dir)}")
+        paths = ", ".join(str(Path(p).relative_to(plan.recipe.output_dir)) + ("/" if fmt == "frames" else "")
+                          for fmt, p in job.outputs.items())
+        detail = f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {sched} -> {paths}"
         rows.append((job.id, "skip" if job.skip_reason else "render",
                      f"{detail} ({job.skip_reason or job.render_reason})"))
     todo = len(plan.to_render)
@@ -189,22 +192,48 @@ def presets():
     click.echo(schedulers.presets_table())
 
 
-@main.command()
+REPORT_EXIT_CODES_HELP = """\b
+Exit codes: 0 the last run and every job ok, 1 the run failed or was
+interrupted, or a job failed, was interrupted or never ran (0 with
+--no-fail), 2 usage: no such folder, or a manifest.json / index.html
+there that svdrender did not write."""
+
+
+@main.command(epilog=REPORT_EXIT_CODES_HELP)
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json", "junit"]),
               help="Also print a report: markdown (CI job summary), json, or junit (each job a test case).")
-def report(out_dir, fmt):
-    """Rebuild OUT_DIR/manifest.json and the contact sheet OUT_DIR/index.html from the job sidecars."""
-    from .report import format_report, rebuild
+@click.option("--no-fail", is_flag=True, help="Exit 0 whenever the report was made, even if the run failed.")
+def report(out_dir, fmt, no_fail):
+    """Rebuild OUT_DIR/manifest.json and the contact sheet OUT_DIR/index.html from the job sidecars.
+
+    While a render holds OUT_DIR, the report is made from what is on disk now and nothing is rewritten.
+    """
+    from .errors import OutputLockedError
+    from .lock import output_lock
+    from .report import check_own_files, format_report, read_report, rebuild, report_exit_code
 
     if not out_dir.is_dir():
         _fail(UsageError(f"{out_dir}: no such folder"))
-    manifest = rebuild(out_dir)
+    try:
+        check_own_files(out_dir)
+        try:
+            with output_lock(out_dir) as held:
+                manifest = rebuild(out_dir)
+                held.swept = not held.runs  # keep the ids of killed runs for the next render's sweep
+            written = True
+        except OutputLockedError:
+            manifest, written = read_report(out_dir), False
+    except SvdrenderError as exc:
+        _fail(exc)
     if fmt:
         click.echo(format_report(manifest, fmt), nl=False)
-    else:
-        click.echo(f"{out_dir / 'manifest.json'}: {len(manifest['jobs'])} jobs; "
+    elif written:
+        click.echo(f"{out_dir / 'manifest.json'}: {len(manifest.entries)} jobs; "
                    f"contact sheet: {out_dir / 'index.html'}")
+    else:
+        click.echo(f"{out_dir}: {len(manifest.entries)} jobs (a render is writing here: nothing rewritten)")
+    sys.exit(EXIT_OK if no_fail else report_exit_code(manifest))
 
 
 @main.command()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,6 +43,8 @@ def temporaries(root: Path) -> list[Path]:
 
 
 def lock_is_free(out: Path) -> bool:
+    if not (out / LOCK_NAME).exists():
+        return True
     with open(out / LOCK_NAME, "rb") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -261,7 +264,7 @@ def test_plan_says_why_each_job_renders(write_recipe, tmp_path):
         "coffee/euler/seed-2": "output corrupt: seed-2.mp4",
         "coffee/euler/seed-3": "previous run failed",
         "coffee/euler/seed-4": "previous run was interrupted",
-        "coffee/euler/seed-5": "sidecar unreadable",
+        "coffee/euler/seed-5": "sidecar corrupt: not JSON",
         "coffee/euler/seed-6": "new",
         "rocket/euler/seed-0": "changed: motion_bucket_id",
     }
@@ -435,3 +438,102 @@ def test_out_of_memory_that_persists_fails_the_job_and_the_batch_goes_on(write_r
     assert load_json(tmp_path / "out" / "coffee" / "euler" / "seed-1.json")["fallback"] == ["forward_chunking"]
     assert outcome["rocket/euler/seed-0"] == ("failed", f"{tmp_path}/inputs/rocket.jpg: cannot be read: Truncated "
                                                         "File Read")
+
+
+# ---- a run that tells the truth: the run record, "not run" jobs, and reports a CI reader sees as failed ----
+
+def reports(out: Path) -> tuple[dict, ET.Element, list[str], int]:
+    """The manifest, the JUnit suite and the markdown lines `svdrender report` gives for `out`, and its exit code
+    without --no-fail (the reports themselves come with --no-fail, which exits 0)."""
+    verdict = run_cli("report", out)
+    junit = run_cli("report", out, "--no-fail", "--format", "junit")
+    markdown = run_cli("report", out, "--no-fail", "--format", "markdown")
+    assert junit.returncode == markdown.returncode == 0, junit.stderr + markdown.stderr
+    assert "Traceback" not in verdict.stderr + junit.stderr + markdown.stderr
+    return (load_json(out / "manifest.json"), ET.fromstring(junit.stdout.encode()).find("testsuite"),
+            markdown.stdout.splitlines(), verdict.returncode)
+
+
+def junit_cases(suite: ET.Element) -> dict[str, tuple[str, str | None]]:
+    """Each test case's name → (what it holds: ok / failure / error / skipped, its message)."""
+    found = {}
+    for case in suite.iter("testcase"):
+        problem = next((child for child in case if child.tag in ("failure", "error", "skipped")), None)
+        found[case.get("name")] = ("ok", None) if problem is None else (problem.tag, problem.get("message"))
+    return found
+
+
+def test_a_model_that_cannot_load_is_a_failed_run_listing_every_job_as_not_run(write_recipe, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "StableVideoDiffusionPipeline"}')
+    path = write_recipe(tiny([0, 1], "  - name: rocket\n    image: inputs/rocket.jpg\n")
+                        .replace("model: builtin:tiny", "model: ./broken-model"))
+    out = tmp_path / "out"
+    proc = run_cli(path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    error = proc.stderr.strip().splitlines()[-1].removeprefix("svdrender: ")
+    assert error.startswith(f"model folder {broken} cannot be loaded as a StableVideoDiffusionPipeline")
+    manifest, suite, markdown, code = reports(out)
+    ids = ["coffee/euler/seed-0", "coffee/euler/seed-1", "rocket/euler/seed-0"]
+    assert (manifest["run"]["outcome"], manifest["run"]["error"], manifest["run"]["exit_code"]) == ("failed", error, 1)
+    assert [(j["job_id"], j["status"], j["detail"]) for j in manifest["run"]["jobs"]] == [
+        (i, "not run", f"not run: {error}") for i in ids]
+    assert manifest["counts"] == {"not run": 3}
+    assert junit_cases(suite) == {"run": ("error", error), **{i: ("skipped", f"not run: {error}") for i in ids}}
+    assert {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
+        "tests": "4", "failures": "0", "errors": "1", "skipped": "3"}
+    assert markdown[0].startswith("## ❌ svdrender:")
+    assert markdown[2].startswith("**run failed: model folder ") and "cannot be loaded as a Stable" in markdown[2]
+    assert markdown[4] == "3 jobs: 3 not run."
+    assert code == 1
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_sigint_mid_batch_lists_the_interrupted_job_and_every_job_that_never_started(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1, 2, 3]))
+    out = tmp_path / "out"
+    run = LiveRun(path)
+    run.wait_for_line(r"^\[1/4\] coffee/euler/seed-0 ok")
+    run.proc.send_signal(signal.SIGINT)
+    _, stderr = run.finish()
+    assert run.proc.returncode == 130, stderr
+    manifest, suite, markdown, code = reports(out)
+    assert (manifest["run"]["outcome"], manifest["run"]["error"]) == ("interrupted", "interrupted by SIGINT")
+    statuses = [(j["job_id"], j["status"]) for j in manifest["run"]["jobs"]]
+    assert statuses == [("coffee/euler/seed-0", "ok"), ("coffee/euler/seed-1", "interrupted"),
+                        ("coffee/euler/seed-2", "not run"), ("coffee/euler/seed-3", "not run")]
+    assert manifest["counts"] == {"interrupted": 1, "not run": 2, "ok": 1}
+    assert junit_cases(suite) == {"coffee/euler/seed-0": ("ok", None),
+                                  "coffee/euler/seed-1": ("error", "interrupted by SIGINT"),
+                                  "coffee/euler/seed-2": ("skipped", "not run: interrupted by SIGINT"),
+                                  "coffee/euler/seed-3": ("skipped", "not run: interrupted by SIGINT")}
+    assert markdown[:5] == ["## ❌ svdrender: recipe", "", "**run interrupted: interrupted by SIGINT**", "",
+                            "4 jobs: 1 interrupted, 2 not run, 1 ok."]
+    assert code == 1
+    assert not (out / LOCK_NAME).exists() and temporaries(out) == []
+
+
+def test_a_failed_job_makes_the_run_and_every_report_fail(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1]))
+    out = tmp_path / "out"
+    # A folder where the video should go: encoding works, placing the file cannot.
+    (out / "coffee" / "euler" / "seed-0.mp4").mkdir(parents=True)
+    proc = run_cli(path)
+    assert proc.returncode == 1, proc.stderr
+    manifest, suite, markdown, code = reports(out)
+    assert (manifest["run"]["outcome"], manifest["run"]["error"]) == ("failed", None)
+    assert [j["status"] for j in manifest["run"]["jobs"]] == ["failed", "ok"]
+    cases = junit_cases(suite)
+    assert cases["coffee/euler/seed-0"][0] == "failure" and "Is a directory" in cases["coffee/euler/seed-0"][1]
+    assert cases["coffee/euler/seed-1"] == ("ok", None) and "run" not in cases
+    assert markdown[0] == "## ❌ svdrender: recipe" and markdown[2] == "**run failed**"
+    assert code == 1
+    # Once the job renders, the run and its reports are green again.
+    (out / "coffee" / "euler" / "seed-0.mp4").rmdir()
+    assert run_cli(path).returncode == 0
+    manifest, suite, markdown, code = reports(out)
+    assert (manifest["run"]["outcome"], code, markdown[0]) == ("ok", 0, "## ✅ svdrender: recipe")
+    assert [j["status"] for j in manifest["run"]["jobs"]] == ["ok", "skipped"]
+    assert junit_cases(suite) == {"coffee/euler/seed-0": ("ok", None), "coffee/euler/seed-1": ("ok", None)}
