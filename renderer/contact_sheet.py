@@ -279,6 +279,8 @@ def render_contact_sheet(manifest: Manifest, out_dir: Path) -> str:
 
 def is_own_contact_sheet(path: Path) -> bool:
     """Whether `path` is absent or a contact sheet svdrender wrote (its generator tag in the first 4 KiB)."""
+    if not os.path.lexists(path):
+        return True  # or cannot be looked up at all (a name too long): taking the lock reports that
     try:
         # O_NONBLOCK and O_NOFOLLOW: a FIFO or symlink under this name is not ours and must not hang the check.
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)

@@ -183,7 +183,7 @@ def _outputs_problem(job: Job, sidecar) -> str | None:
             except OSError:
                 return f"output unreadable: {file.path}"
             if not stat.S_ISREG(info.st_mode) or not is_inside(out_dir, path):
-                return f"output corrupt: {file.path} (not a regular file)"
+                return f"output corrupt: {file.path} is not a regular file"
             if info.st_size != file.bytes:
                 return f"output corrupt: {file.path}"
             try:

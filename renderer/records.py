@@ -22,8 +22,9 @@ RUN_KIND = "svdrender.run"
 # A sidecar of a 1,000-sigma preset is ~60 KB; a manifest of 10,000 jobs ~40 MB.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
-# Job statuses: the first three are what a sidecar can record; the run record adds the other two.
-OK, FAILED, INTERRUPTED, SKIPPED, NOT_RUN = "ok", "failed", "interrupted", "skipped", "not run"
+# Job statuses: the first three are what a sidecar can record; the run record adds "skipped" and "not run"; a
+# report shows "corrupt" for a job the run finished whose sidecar is now missing or malformed.
+OK, FAILED, INTERRUPTED, SKIPPED, NOT_RUN, CORRUPT = "ok", "failed", "interrupted", "skipped", "not run", "corrupt"
 # Run outcomes.
 RUN_OK, RUN_FAILED, RUN_INTERRUPTED = "ok", "failed", "interrupted"
 
@@ -218,7 +219,7 @@ class Entry:
     item: str
     preset: str
     seed: int
-    status: str  # ok | failed | interrupted | not run
+    status: str  # ok | failed | interrupted | not run | corrupt
     error: str | None
     sidecar: Sidecar | None
 
@@ -247,12 +248,11 @@ class Manifest:
         planned = self.run.jobs if self.run is not None else ()
         for job in planned:
             sidecar = by_id.pop(job.job_id, None)
-            if job.status in (NOT_RUN, FAILED, INTERRUPTED) or sidecar is None:
+            if job.status in (NOT_RUN, FAILED, INTERRUPTED):
                 # This run's word wins: a sidecar an earlier run left does not make a job that never ran look done.
-                status = job.status if job.status != SKIPPED else NOT_RUN
-                error = job.detail or (sidecar.error if sidecar is not None else None)
-                if status == NOT_RUN and not job.detail:
-                    error = "not run"
+                status, error = job.status, job.detail or (sidecar.error if sidecar is not None else None)
+            elif sidecar is None:
+                status, error = CORRUPT, "its sidecar is missing or corrupt: the next run renders it again"
             else:
                 status, error = sidecar.status, sidecar.error
             entries.append(Entry(job.job_id, job.item, job.preset, job.seed, status, error, sidecar))
@@ -301,6 +301,8 @@ def read_run_record(manifest_path: Path) -> RunRecord | None:
 
 def is_own_manifest(path: Path) -> bool:
     """Whether `path` is absent or a manifest svdrender wrote (so rewriting it loses nothing of anyone else's)."""
+    if not os.path.lexists(path):
+        return True  # or cannot be looked up at all (a name too long): taking the lock reports that
     try:
         data = read_json_bounded(path)
     except FileNotFoundError:

@@ -13,7 +13,7 @@ from .contact_sheet import is_own_contact_sheet, write_contact_sheet
 from .errors import EXIT_JOB_FAILED, EXIT_OK, OutputError, UsageError
 from .layout import INDEX_NAME, MANIFEST_NAME
 from .outputs import read_sidecars, write_bytes_atomic
-from .records import FAILED, INTERRUPTED, NOT_RUN, OK, Entry, Manifest, RunRecord, is_own_manifest, read_run_record
+from .records import CORRUPT, FAILED, INTERRUPTED, NOT_RUN, OK, Entry, Manifest, RunRecord, is_own_manifest, read_run_record
 
 
 def check_own_files(out_dir: Path) -> None:
@@ -78,7 +78,7 @@ def summary_table(rows: list[tuple[str, str, str]]) -> str:
 
 
 REPORT_FORMATS = ("markdown", "json", "junit")
-_PROBLEM_STATUSES = (FAILED, INTERRUPTED, NOT_RUN)
+_PROBLEM_STATUSES = (FAILED, INTERRUPTED, NOT_RUN, CORRUPT)
 # Characters XML 1.0 cannot hold at all (escaping does not help); errors may carry terminal control codes.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 

@@ -9,6 +9,7 @@ or on a stand-in engine where the test is about what happens around rendering.""
 import fcntl
 import hashlib
 import json
+import os
 import queue
 import re
 import shutil
@@ -537,3 +538,142 @@ def test_a_failed_job_makes_the_run_and_every_report_fail(write_recipe, tmp_path
     assert (manifest["run"]["outcome"], code, markdown[0]) == ("ok", 0, "## ✅ svdrender: recipe")
     assert [j["status"] for j in manifest["run"]["jobs"]] == ["ok", "skipped"]
     assert junit_cases(suite) == {"coffee/euler/seed-0": ("ok", None), "coffee/euler/seed-1": ("ok", None)}
+
+
+# ---- sidecars are data from disk, not trusted state ----
+
+def test_a_malformed_sidecar_makes_its_job_corrupt_and_it_renders_again(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1]))
+    assert render_in_process(path).exit_code == 0
+    out = tmp_path / "out"
+    sidecar = out / "coffee" / "euler" / "seed-0.json"
+    sidecar.write_text(json.dumps({**load_json(sidecar), "width": "abc"}))
+    job = make_plan(load_recipe(path)).jobs[0]
+    assert job.render_reason == "sidecar corrupt: $.width: 'abc' is not of type 'integer'"
+    # The report and the contact sheet are made anyway; the job is shown as corrupt, and the folder not green.
+    report = run_cli("report", out, "--format", "json")
+    assert (report.returncode, report.stderr) == (1, "")
+    document = json.loads(report.stdout)
+    assert [(j["id"], j["status"]) for j in document["jobs"]] == [("coffee/euler/seed-0", "corrupt"),
+                                                                   ("coffee/euler/seed-1", "ok")]
+    assert document["corrupt"] == ["coffee/euler/seed-0.json: $.width: 'abc' is not of type 'integer'"]
+    assert 'id="coffee/euler/seed-1"' in (out / "index.html").read_text(encoding="utf-8")
+    rerun = render_in_process(path)
+    assert [(r.job.id, r.status) for r in rerun.results] == [("coffee/euler/seed-1", "skipped"),
+                                                            ("coffee/euler/seed-0", "ok")]
+    assert load_json(sidecar)["width"] == 64
+
+
+def test_only_the_planned_outputs_as_regular_files_with_their_recorded_hashes_count_as_done(write_recipe, tmp_path):
+    path = write_recipe(tiny(range(6)))
+    assert render_in_process(path).exit_code == 0
+    folder = tmp_path / "out" / "coffee" / "euler"
+    elsewhere = tmp_path / "elsewhere.mp4"
+    shutil.copy(folder / "seed-2.mp4", elsewhere)
+
+    def edit(seed, **changes):
+        record = load_json(folder / f"seed-{seed}.json")
+        (folder / f"seed-{seed}.json").write_text(json.dumps({**record, **changes}))
+        return record
+
+    edit(0, files=[])  # the sidecar lists nothing, and the video is gone
+    (folder / "seed-0.mp4").unlink()
+    # A listed file that never ends: the plan must not read it.
+    edit(1, files=[{"format": "mp4", "path": "/dev/zero", "sha256": "0" * 64, "bytes": 0}])
+    record = edit(2)
+    edit(2, files=[{**record["files"][0], "path": "../../../elsewhere.mp4"}])  # an intact copy, elsewhere
+    (folder / "seed-2.mp4").unlink()
+    (folder / "seed-3.mp4").unlink()  # the video replaced by a symlink to an identical file
+    (folder / "seed-3.mp4").symlink_to(elsewhere)
+    (folder / "seed-4.json").unlink()
+    os.mkfifo(folder / "seed-4.json")  # a sidecar nobody will ever write to
+    plan = run_cli("plan", path, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    reasons = dict(re.findall(r"^(\S+) +(?:skip|render) .*\((.*)\)$", plan.stdout, re.MULTILINE))
+    assert reasons == {"coffee/euler/seed-0": "sidecar corrupt: $.files: [] should be non-empty",
+                       "coffee/euler/seed-1": "output missing: seed-1.mp4",
+                       "coffee/euler/seed-2": "output missing: seed-2.mp4",
+                       "coffee/euler/seed-3": "output corrupt: seed-3.mp4 is not a regular file",
+                       "coffee/euler/seed-4": "sidecar corrupt: not a regular file",
+                       "coffee/euler/seed-5": "done: same settings, files intact"}
+
+
+# ---- every delete and write is confined ----
+
+def test_the_sweep_removes_only_temporaries_svdrender_recorded_and_never_enters_a_nested_run(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1]))
+    out = tmp_path / "out"
+    folder = out / "coffee" / "euler"
+    folder.mkdir(parents=True)
+    killed = "abcdefabcdefabcd"  # a run that was killed here: its id is still in the lock file
+    (out / LOCK_NAME).write_text(f"4242\n{killed}\n")
+    ours = [folder / f".seed-0.mp4{TMP_MARKER}{killed}", out / f".manifest.json{TMP_MARKER}{killed}"]
+    for temporary in ours:
+        temporary.write_bytes(b"half a video")
+    theirs = [folder / "notes.svdtmp-keep.txt",  # a user's file that merely contains the marker
+              folder / f".seed-9.mp4{TMP_MARKER}0123456789abcdef",  # named like ours, by no run recorded here
+              out / f"draft{TMP_MARKER}{killed}"]  # a recorded id, but not a name svdrender gives temporaries
+    for user_file in theirs:
+        user_file.write_text("mine")
+    # Another run's output folder inside this one, in the middle of its own run.
+    nested = out / "nested" / "inner"
+    nested_job = nested / "coffee" / "euler"
+    nested_job.mkdir(parents=True)
+    (nested / LOCK_NAME).write_text(f"4343\n{killed}\n")
+    (nested / "manifest.json").write_text('{"kind": "svdrender.run"}')
+    in_flight = nested_job / f".seed-0.mp4{TMP_MARKER}{killed}"
+    in_flight.write_bytes(b"still encoding")
+    shutil.copy(folder.parent.parent / LOCK_NAME, nested / "lock-copy")
+    run = render_in_process(path)
+    assert run.exit_code == 0
+    assert [p for p in ours if p.exists()] == []
+    assert [p.read_text() for p in theirs] == ["mine"] * 3
+    assert in_flight.read_bytes() == b"still encoding" and (nested / LOCK_NAME).exists()
+    assert not (out / LOCK_NAME).exists(), "a finished run leaves no lock file for an artefact glob to pick up"
+    manifest = load_json(out / "manifest.json")
+    assert [j["job_id"] for j in manifest["jobs"]] == ["coffee/euler/seed-0", "coffee/euler/seed-1"]
+
+
+def test_a_nested_runs_jobs_are_not_pulled_into_the_outer_manifest(write_recipe, tmp_path):
+    path = write_recipe(tiny([0]))
+    inner = write_recipe(tiny([1]).replace("output: {dir: out}", "output: {dir: out/sub}"), "inner.yaml")
+    assert render_in_process(inner).exit_code == 0  # out/sub/coffee/euler/seed-1.json, and its own manifest
+    assert render_in_process(path).exit_code == 0
+    assert [j["job_id"] for j in load_json(tmp_path / "out" / "manifest.json")["jobs"]] == ["coffee/euler/seed-0"]
+
+
+@pytest.mark.parametrize("name, content", [("manifest.json", '{"mine": true}\n'),
+                                           ("index.html", "<html>my page</html>\n")])
+def test_a_manifest_or_contact_sheet_that_is_not_svdrenders_is_never_overwritten(write_recipe, tmp_path, name,
+                                                                                   content):
+    path = write_recipe(tiny([0]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text(content)
+    for args in ((path,), ("report", out)):
+        proc = run_cli(*args)
+        assert (proc.returncode, proc.stderr) == (2, f"svdrender: {out / name}: not written by svdrender; refusing "
+                                                     "to overwrite it (move it away, or render into another folder "
+                                                     "with --out)\n")
+        assert sorted(p.name for p in out.iterdir()) == [name] and (out / name).read_text() == content
+
+
+def test_report_while_a_render_holds_the_folder_reads_a_snapshot_and_writes_nothing(write_recipe, tmp_path):
+    from renderer.lock import output_lock
+
+    path = write_recipe(tiny([0]))
+    assert render_in_process(path).exit_code == 0
+    out = tmp_path / "out"
+    before = {p: p.read_bytes() for p in (out / "manifest.json", out / "index.html")}
+    with output_lock(out, ("0123456789abcdef",)):
+        proc = run_cli("report", out)
+    assert (proc.returncode, proc.stdout) == (0, f"{out}: 1 jobs (a render is writing here: nothing rewritten)\n")
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_and_a_documented_exit_code(write_recipe, tmp_path):
+    path = write_recipe(tiny([0]))
+    too_long = tmp_path / ("x" * 300)
+    proc = run_cli(path, "--out", too_long)
+    assert (proc.returncode, proc.stderr) == (1, f"svdrender: {too_long}: cannot take the output lock (File name "
+                                                 "too long)\n")
