@@ -677,3 +677,60 @@ def test_an_output_folder_that_cannot_be_written_is_one_line_and_a_documented_ex
     proc = run_cli(path, "--out", too_long)
     assert (proc.returncode, proc.stderr) == (1, f"svdrender: {too_long}: cannot take the output lock (File name "
                                                  "too long)\n")
+
+
+ENCODE_UNTIL_KILLED = """
+import sys, threading
+from pathlib import Path
+import numpy as np
+from renderer.outputs import encode_video
+# Enough noise that libvpx needs many seconds: the test kills this process while ffmpeg writes its temporary.
+frames = np.random.default_rng(0).integers(0, 256, (240, 256, 256, 3), dtype=np.uint8)
+out = Path(sys.argv[1])
+threading.Thread(target=encode_video, args=(frames, out / "seed-0.webm", "webm", 7), daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def ffmpeg_writing(folder: Path) -> list[int]:
+    """Pids of live processes whose command line names a temporary in `folder`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(TMP_MARKER.encode() in a and str(folder).encode() in a for a in cmdline):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_ffmpeg_dies_with_svdrender(tmp_path):
+    """svdrender exits at once on a second signal (os._exit, as SIGKILL does): its ffmpeg must not go on writing."""
+    proc = subprocess.Popen([sys.executable, "-c", ENCODE_UNTIL_KILLED, str(tmp_path)], cwd=REPO, env=cli_env())
+    try:
+        deadline = time.monotonic() + 120
+        while not (ffmpeg_writing(tmp_path) and temporaries(tmp_path)):
+            assert proc.poll() is None and time.monotonic() < deadline, "ffmpeg never started"
+            time.sleep(0.05)
+        [encoder] = ffmpeg_writing(tmp_path)
+        time.sleep(1)  # let ffmpeg take in frames it would still encode and write if it outlived its parent
+    finally:
+        proc.kill()
+        proc.wait()
+    [temporary] = temporaries(tmp_path)
+    size_at_exit = temporary.stat().st_size
+    deadline = time.monotonic() + 60
+    while ffmpeg_writing(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ffmpeg_writing(tmp_path) == [], f"ffmpeg (pid {encoder}) outlived the process that started it"
+    assert temporary.stat().st_size == size_at_exit, "ffmpeg went on writing after its parent was gone"
+
+
+def test_plan_shows_every_formats_path(write_recipe):
+    path = write_recipe(tiny([0]).replace("output: {dir: out}", "output: {dir: out, formats: [mp4, gif, frames]}"))
+    plan = run_cli("plan", path)
+    assert plan.returncode == 0, plan.stderr
+    assert "-> coffee/euler/seed-0.mp4, coffee/euler/seed-0.gif, coffee/euler/seed-0/ (new)" in plan.stdout
