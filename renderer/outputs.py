@@ -72,12 +72,14 @@ def is_other_output_folder(folder: Path) -> bool:
     return any(os.path.lexists(folder / name) for name in (LOCK_NAME, MANIFEST_NAME))
 
 
-def job_folders(root: Path) -> list[Path]:
-    """`<root>/<item>/<preset>` folders, real folders only (no symlinks), skipping other runs' output folders."""
+def job_folders(root: Path, *, with_items: bool = False) -> list[Path]:
+    """`<root>/<item>/<preset>` folders (and the `<root>/<item>` folders too, `with_items`), real folders only (no
+    symlinks), skipping other runs' output folders."""
     found = []
     for level1 in _subfolders(root):
         if is_other_output_folder(level1):
             continue
+        found += [level1] if with_items else []
         found += [level2 for level2 in _subfolders(level1) if not is_other_output_folder(level2)]
     return found
 
@@ -91,14 +93,14 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def sweep_temporaries(root: Path, runs) -> list[Path]:
-    """Remove the temporaries that runs `runs` (ids this folder recorded) left in output folder `root` and its job
-    folders; return what was removed. Nothing else is touched: not a user's file that merely looks like a
+    """Remove the temporaries that runs `runs` (ids this folder recorded) left in output folder `root`, its item
+    folders (input thumbnails) and its job folders; return what was removed. Nothing else is touched: not a user's file that merely looks like a
     temporary, not a nested run's output folder, nothing reached through a symlink."""
     runs = set(runs)
     removed = []
     if not runs or not root.is_dir() or root.is_symlink():
         return removed
-    for folder in (root, *job_folders(root)):
+    for folder in (root, *job_folders(root, with_items=True)):
         try:
             with os.scandir(folder) as entries:
                 candidates = [Path(e.path) for e in entries if temporary_run(Path(e.name)) in runs]

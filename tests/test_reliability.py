@@ -607,7 +607,8 @@ def test_the_sweep_removes_only_temporaries_svdrender_recorded_and_never_enters_
     folder.mkdir(parents=True)
     killed = "abcdefabcdefabcd"  # a run that was killed here: its id is still in the lock file
     (out / LOCK_NAME).write_text(f"4242\n{killed}\n")
-    ours = [folder / f".seed-0.mp4{TMP_MARKER}{killed}", out / f".manifest.json{TMP_MARKER}{killed}"]
+    ours = [folder / f".seed-0.mp4{TMP_MARKER}{killed}", out / f".manifest.json{TMP_MARKER}{killed}",
+            folder.parent / f".input.jpg{TMP_MARKER}{killed}"]
     for temporary in ours:
         temporary.write_bytes(b"half a video")
     theirs = [folder / "notes.svdtmp-keep.txt",  # a user's file that merely contains the marker
