@@ -76,11 +76,12 @@ def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_fai
 
     Under `accelerate launch` or `torchrun`, each process renders its cost-balanced share on its own GPU.
     """
-    from .batch import run_plan, summarize
+    from .batch import prefer_passive_openmp, run_plan, summarize
     from .distributed import ProcessGroup
     from .plan import plan_recipe
     from .shards import parse_shard, select
 
+    prefer_passive_openmp()  # before anything imports torch (a multi-process launch does so right below)
     if out is not None and len(recipes) > 1:
         _fail(UsageError("--out takes one recipe at a time (each recipe needs its own output folder)"))
     try:

@@ -735,3 +735,16 @@ def test_plan_shows_every_formats_path(write_recipe):
     plan = run_cli("plan", path)
     assert plan.returncode == 0, plan.stderr
     assert "-> coffee/euler/seed-0.mp4, coffee/euler/seed-0.gif, coffee/euler/seed-0/ (new)" in plan.stdout
+
+
+@pytest.mark.parametrize("user, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")], ids=["unset", "user's choice"])
+def test_openmp_threads_sleep_while_they_wait_unless_the_user_chose(user, expected):
+    """Spinning OpenMP threads made the first CPU job 4-8x slower than the next ones (benchmarks/cpu_first_job.py);
+    the policy must be in the environment before torch is imported, and a user's own setting wins."""
+    code = ("import os, sys\nfrom renderer.batch import prefer_passive_openmp\nprefer_passive_openmp()\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in cli_env().items() if k != "OMP_WAIT_POLICY"}
+    if user:
+        env["OMP_WAIT_POLICY"] = user
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, f"{expected} False\n"), proc.stderr
