@@ -293,6 +293,7 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
         # Encoding and writing a job's files overlaps the next job's rendering; see _run_job.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svdrender-writer")
         pending: list[JobResult | Future] = []
+        handled = False  # whether the block below ended in a way it foresaw
         try:
             guard.arm()
             _write_thumbnails(plan, todo)
@@ -327,14 +328,16 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
                     stopped = (f"not run: the batch stopped after {failures} failed job{'s' if failures > 1 else ''} "
                                f"({'--fail-fast' if fail_fast else '--max-failures'})")
                     break
+            handled = True
         except KeyboardInterrupt:
-            exit_code = EXIT_SIGINT
+            exit_code, handled = EXIT_SIGINT, True
         except Interrupted:
-            pass  # the guard knows which signal; cleanup below must not be cut by another one
+            handled = True  # the guard knows which signal; cleanup below must not be cut by another one
         except SvdrenderError as exc:  # the model cannot load: recorded in the manifest, then raised to the caller
-            run_error = exc
-            exit_code = exc.exit_code
+            run_error, exit_code, handled = exc, exc.exit_code, True
         finally:
+            # An error svdrender did not foresee propagates; the manifest must still not say "ok".
+            crash = None if handled else sys.exc_info()[1]
             guard.armed = False
             # Every rendered job's files and sidecar are written before the sweep and the manifest.
             writer.shutdown(wait=True)
@@ -353,7 +356,8 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
             if exit_code == EXIT_OK and any(r.status == "failed" for r in results):
                 exit_code = EXIT_JOB_FAILED
             if group is None or group.is_main:
-                record = _run_record(planned, results, exit_code, run_error, guard, stopped, started,
+                record = _run_record(planned, results, exit_code if crash is None else EXIT_JOB_FAILED,
+                                     run_error or crash, guard, stopped, started,
                                      engine.loads if engine is not None else 0,
                                      group.world_size if group is not None else 1)
                 manifest = write_manifest(out_dir, record)[0]
@@ -362,7 +366,7 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
     return RunResult(results, exit_code, manifest, engine.loads if engine is not None else 0)
 
 
-def _run_record(plan: Plan, results: list[JobResult], exit_code: int, run_error: SvdrenderError | None,
+def _run_record(plan: Plan, results: list[JobResult], exit_code: int, run_error: BaseException | None,
                 guard: SignalGuard, stopped: str, started: float, model_loads: int, processes: int) -> RunRecord:
     """How the run ended, with every planned job: its status here, or "not run" and why."""
     by_id = {r.job.id: r for r in results}
@@ -370,6 +374,8 @@ def _run_record(plan: Plan, results: list[JobResult], exit_code: int, run_error:
         signal_error = f"interrupted by {signal.Signals(guard.received).name}"
     else:
         signal_error = "interrupted by SIGINT" if exit_code == EXIT_SIGINT else None
+    if run_error is not None and not isinstance(run_error, SvdrenderError):
+        run_error = f"{type(run_error).__name__}: {run_error}"
     why_not_run = (f"not run: {run_error}" if run_error is not None else
                    f"not run: {signal_error}" if signal_error else stopped or "not run")
     jobs = []

@@ -94,11 +94,11 @@ def _subfolders(folder: Path) -> list[Path]:
 
 def sweep_temporaries(root: Path, runs) -> list[Path]:
     """Remove the temporaries that runs `runs` (ids this folder recorded) left in output folder `root`, its item
-    folders (input thumbnails) and its job folders; return what was removed. Nothing else is touched: not a user's file that merely looks like a
-    temporary, not a nested run's output folder, nothing reached through a symlink."""
+    folders (input thumbnails) and its job folders; return what was removed. Nothing else is touched: not a user's
+    file that merely looks like a temporary, not a nested run's output folder, nothing reached through a symlink."""
     runs = set(runs)
     removed = []
-    if not runs or not root.is_dir() or root.is_symlink():
+    if not runs or not root.is_dir():
         return removed
     for folder in (root, *job_folders(root, with_items=True)):
         try:

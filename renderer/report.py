@@ -13,7 +13,8 @@ from .contact_sheet import is_own_contact_sheet, write_contact_sheet
 from .errors import EXIT_JOB_FAILED, EXIT_OK, OutputError, UsageError
 from .layout import INDEX_NAME, MANIFEST_NAME
 from .outputs import read_sidecars, write_bytes_atomic
-from .records import CORRUPT, FAILED, INTERRUPTED, NOT_RUN, OK, Entry, Manifest, RunRecord, is_own_manifest, read_run_record
+from .records import (CORRUPT, FAILED, INTERRUPTED, NOT_RUN, OK, Entry, Manifest, RunRecord, is_own_manifest,
+                      read_run_record)
 
 
 def check_own_files(out_dir: Path) -> None:

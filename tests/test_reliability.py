@@ -748,3 +748,18 @@ def test_openmp_threads_sleep_while_they_wait_unless_the_user_chose(user, expect
         env["OMP_WAIT_POLICY"] = user
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert (proc.returncode, proc.stdout) == (0, f"{expected} False\n"), proc.stderr
+
+
+def test_an_unforeseen_error_still_leaves_a_manifest_that_says_failed(write_recipe, tmp_path):
+    class Broken(StandInEngine):
+        def prefetch(self, job):
+            raise RuntimeError("boom")  # stands for a bug: an error outside any job, which nothing catches
+
+    path = write_recipe(tiny([0, 1]))
+    with pytest.raises(RuntimeError, match="boom"):
+        render_in_process(path, Broken())
+    run = load_json(tmp_path / "out" / "manifest.json")["run"]
+    assert (run["outcome"], run["error"], run["exit_code"]) == ("failed", "RuntimeError: boom", 1)
+    assert [(j["job_id"], j["status"]) for j in run["jobs"]] == [("coffee/euler/seed-0", "not run"),
+                                                                ("coffee/euler/seed-1", "not run")]
+    assert not (tmp_path / "out" / LOCK_NAME).exists() or lock_is_free(tmp_path / "out")

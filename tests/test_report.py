@@ -59,7 +59,8 @@ def out_dir(tmp_path):
 def manifest_of(name: str, jobs, outcome: str = "ok", error: str | None = None) -> dict:
     """A manifest.json as a run leaves it, with its run record: `jobs` are (job id, status, detail)."""
     planned = [{"job_id": job_id, "item": job_id.split("/")[0], "preset": job_id.split("/")[1],
-                "seed": int(job_id.split("-")[-1]), "status": status, "detail": detail} for job_id, status, detail in jobs]
+                "seed": int(job_id.split("-")[-1]), "status": status, "detail": detail}
+               for job_id, status, detail in jobs]
     return {"kind": "svdrender.run", "svdrender_version": "0", "output_dir": "x", "updated": "2026-01-01T00:00:00Z",
             "run": {"recipe": "demo.yaml", "name": name, "outcome": outcome, "error": error,
                     "exit_code": {"ok": 0, "failed": 1, "interrupted": 143}[outcome], "run_id": "0123456789abcdef",
