@@ -210,30 +210,36 @@ def report(out_dir, fmt, no_fail):
 
     While a render holds OUT_DIR, the report is made from what is on disk now and nothing is rewritten.
     """
-    from .errors import OutputLockedError
+    from .errors import OutputError, OutputLockedError
     from .lock import output_lock
     from .report import check_own_files, format_report, read_report, rebuild, report_exit_code
 
     if not out_dir.is_dir():
         _fail(UsageError(f"{out_dir}: no such folder"))
+    why_not_written = None
     try:
         check_own_files(out_dir)
         try:
             with output_lock(out_dir) as held:
                 manifest = rebuild(out_dir)
                 held.swept = not held.runs  # keep the ids of killed runs for the next render's sweep
-            written = True
         except OutputLockedError:
-            manifest, written = read_report(out_dir), False
+            why_not_written = "a render is writing here"
+        except OutputError as exc:  # e.g. a downloaded CI artefact on a read-only disk: the report is still wanted
+            why_not_written = str(exc)
+        if why_not_written:
+            manifest = read_report(out_dir)
     except SvdrenderError as exc:
         _fail(exc)
+    if why_not_written and fmt:
+        click.echo(f"svdrender: {why_not_written}: reporting from the sidecars, nothing rewritten", err=True)
     if fmt:
         click.echo(format_report(manifest, fmt), nl=False)
-    elif written:
+    elif why_not_written:
+        click.echo(f"{out_dir}: {len(manifest.entries)} jobs ({why_not_written}: nothing rewritten)")
+    else:
         click.echo(f"{out_dir / 'manifest.json'}: {len(manifest.entries)} jobs; "
                    f"contact sheet: {out_dir / 'index.html'}")
-    else:
-        click.echo(f"{out_dir}: {len(manifest.entries)} jobs (a render is writing here: nothing rewritten)")
     sys.exit(EXIT_OK if no_fail else report_exit_code(manifest))
 
 

@@ -44,7 +44,9 @@ def _validator(definition: str):
 
 
 def _check(data: Any, definition: str) -> None:
-    error = next(iter(sorted(_validator(definition).iter_errors(data), key=lambda e: list(e.absolute_path))), None)
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator(definition).iter_errors(data))
     if error is not None:
         where = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
         raise CorruptRecord(f"{where}: {error.message[:200]}")
