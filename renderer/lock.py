@@ -66,8 +66,7 @@ def output_lock(out_dir: Path, run_ids: tuple[str, ...] = ()):
     """Hold the output folder's lock, recording `run_ids` (the runs about to write) as unfinished; yield HeldLock.
 
     The lock file is removed on release if the holder marked it `swept`, and otherwise keeps the run ids for the
-    next holder. Filesystem errors
-    (read-only, disk full, name too long) raise OutputError naming the path."""
+    next holder. Filesystem errors (read-only, disk full, name too long) raise OutputError naming the path."""
     path = out_dir / LOCK_NAME
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -80,8 +79,10 @@ def output_lock(out_dir: Path, run_ids: tuple[str, ...] = ()):
         try:
             previous = os.pread(fd, _MAX_LOCK_BYTES, 0).decode(errors="replace").split("\n")[1:]
             unfinished = frozenset(line.strip() for line in previous if _RUN_ID.match(line.strip()))
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, "\n".join([str(os.getpid()), *sorted(unfinished | set(run_ids))]).encode() + b"\n", 0)
+            text = "\n".join([str(os.getpid()), *sorted(unfinished | set(run_ids))]).encode() + b"\n"
+            # Written over the old text before cutting it to length: a full disk must not lose the ids it holds.
+            os.pwrite(fd, text, 0)
+            os.ftruncate(fd, len(text))
         except OSError as exc:
             raise OutputError(f"{path}: cannot write the output lock ({exc.strerror or exc})") from None
         held = HeldLock(out_dir, unfinished | frozenset(run_ids))
