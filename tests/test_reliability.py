@@ -613,8 +613,11 @@ def test_the_sweep_removes_only_temporaries_svdrender_recorded_and_never_enters_
         temporary.write_bytes(b"half a video")
     theirs = [folder / "notes.svdtmp-keep.txt",  # a user's file that merely contains the marker
               folder / f".seed-9.mp4{TMP_MARKER}0123456789abcdef",  # named like ours, by no run recorded here
-              out / f"draft{TMP_MARKER}{killed}"]  # a recorded id, but not a name svdrender gives temporaries
+              out / f"draft{TMP_MARKER}{killed}",  # a recorded id, but not a name svdrender gives temporaries
+              # finished work of an item whose name holds the marker and a recorded id (issue 20, defect 1)
+              out / f"cup{TMP_MARKER}{killed}" / "euler" / "seed-0.mp4"]
     for user_file in theirs:
+        user_file.parent.mkdir(parents=True, exist_ok=True)
         user_file.write_text("mine")
     # Another run's output folder inside this one, in the middle of its own run.
     nested = out / "nested" / "inner"
@@ -628,7 +631,7 @@ def test_the_sweep_removes_only_temporaries_svdrender_recorded_and_never_enters_
     run = render_in_process(path)
     assert run.exit_code == 0
     assert [p for p in ours if p.exists()] == []
-    assert [p.read_text() for p in theirs] == ["mine"] * 3
+    assert [p.read_text() for p in theirs] == ["mine"] * 4
     assert in_flight.read_bytes() == b"still encoding" and (nested / LOCK_NAME).exists()
     assert not (out / LOCK_NAME).exists(), "a finished run leaves no lock file for an artefact glob to pick up"
     manifest = load_json(out / "manifest.json")
