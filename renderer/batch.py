@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import os
 import platform
@@ -21,13 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import (EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, OutputLockedError, PeerLostError,
-                     SvdrenderError)
+from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, PeerLostError, SvdrenderError
 from .images import image_sha256
-from .layout import LOCK_NAME
-from .outputs import SIDECAR_KIND, frames_sha256, retract_sidecar, sweep_temporaries, write_outputs, write_sidecar
+from .layout import INPUT_THUMBNAIL_NAME
+from .lock import HeldLock, output_lock
+from .outputs import (frames_sha256, kill_encoders, retract_sidecar, run_id, sweep_temporaries, write_input_thumbnail,
+                      write_outputs, write_sidecar)
 from .plan import Job, Plan, decide, recheck, with_cache_key
-from .report import summary_table, write_manifest
+from .records import (NOT_RUN, OK, RUN_FAILED, RUN_INTERRUPTED, RUN_OK, SKIPPED, PlannedJob, RunRecord,
+                      sidecar_json)
+from .report import check_own_files, summary_table, write_manifest
 from .shards import select
 
 
@@ -92,42 +94,23 @@ def git_commit(path: Path) -> dict[str, Any] | None:
     return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
-@contextmanager
-def output_lock(out_dir: Path):
-    """Hold an exclusive flock on the output folder; the kernel releases it if the process dies."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # O_NOFOLLOW: a symlink planted under the lock's name must not make us truncate the file it points to.
-    try:
-        fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as exc:
-        raise OutputLockedError(f"{out_dir / LOCK_NAME}: cannot be opened as the output lock ({exc.strerror}); "
-                                "remove it") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            raise OutputLockedError(f"{out_dir}: another svdrender run{f' (pid {holder})' if holder else ''} is "
-                                    "writing here; wait for it or use --out to render elsewhere") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _lock_for_group(stack: ExitStack, out_dir: Path, group) -> None:
-    """Take the output lock (main process only, in a group) and make every process fail alike if it is held."""
+def _lock_for_group(stack: ExitStack, out_dir: Path, group) -> HeldLock | None:
+    """Take the output lock (main process only, in a group), recording every process's run id; make every process
+    fail alike if it is held. Returns the held lock in the process that holds it."""
     refusal = None
+    held = None
+    ids = tuple(group.all_gather(run_id())) if group is not None else (run_id(),)
     if group is None or group.is_main:
         try:
-            stack.enter_context(output_lock(out_dir))
-        except OutputLockedError as exc:
-            refusal = str(exc)
+            check_own_files(out_dir)
+            held = stack.enter_context(output_lock(out_dir, ids))
+        except SvdrenderError as exc:
+            refusal = exc
     if group is not None:
         refusal = group.broadcast(refusal)
     if refusal:
-        raise OutputLockedError(refusal)
+        raise refusal
+    return held
 
 
 class SignalGuard:
@@ -150,6 +133,7 @@ class SignalGuard:
     def handle(self, signum, frame) -> None:
         if self.received is not None:
             os.write(2, f"svdrender: second {signal.Signals(signum).name}: stopping at once\n".encode())
+            kill_encoders()  # none may go on writing a temporary after we are gone
             os._exit(128 + signum)
         self.received = signum
         if self.armed:
@@ -245,44 +229,38 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, f
              error: str | None = None, started: float = 0.0, frames_hash: str | None = None) -> dict[str, Any]:
     s = job.settings
     recipe = plan.recipe
-    record: dict[str, Any] = {
-        "kind": SIDECAR_KIND,
-        "svdrender_version": __version__,
-        "job_id": job.id,
-        "item": job.item,
-        "preset": job.preset,
-        "seed": job.seed,
-        "status": status,
-        "error": error,
-        "input": {"path": job.image_display, "sha256": job.image_sha256},
-        "settings": asdict(s),
-        "preset_spec": {"description": job.preset_description, **job.scheduler},
-        "scheduler": None,
-        "model": asdict(engine.info) if engine is not None and engine.info is not None else
+    return sidecar_json(
+        version=__version__, job_id=job.id, item=job.item, preset=job.preset, seed=job.seed, status=status,
+        error=error, input_path=job.image_display, input_sha256=job.image_sha256, settings=asdict(s),
+        preset_spec={"description": job.preset_description, **job.scheduler},
+        scheduler=None if rendered is None else {"class": rendered.scheduler_class,
+                                                 "config": rendered.scheduler_config, "sigmas": rendered.sigmas,
+                                                 "call_kwargs": rendered.call_kwargs},
+        model=asdict(engine.info) if engine is not None and engine.info is not None else
         {"id": recipe.model.id, "requested_revision": recipe.model.revision},
-        "performance": engine.performance if engine is not None else {},
-        "versions": versions(),
-        "recipe": {"path": str(recipe.path), "sha256": recipe.sha256, "git": git_commit(recipe.path)},
-        "cache_key": job.cache_key,
-        "cache_inputs": job.cache_inputs,
-        "fallback": None,
-        "frame_count": None,
-        "width": s.width,
-        "height": s.height,
-        "fps": s.fps,
-        "frames_sha256": None,
-        "files": list(files),
-        "timings": timings or {},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started or time.time())),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    if rendered is not None:
-        record["scheduler"] = {"class": rendered.scheduler_class, "config": rendered.scheduler_config,
-                               "sigmas": rendered.sigmas, "call_kwargs": rendered.call_kwargs}
-        record["frame_count"] = int(rendered.frames.shape[0])
-        record["frames_sha256"] = frames_hash or frames_sha256(rendered.frames)
-        record["fallback"] = rendered.fallback or None
-    return record
+        performance=engine.performance if engine is not None else {}, versions=versions(),
+        recipe_path=str(recipe.path), recipe_sha256=recipe.sha256, recipe_git=git_commit(recipe.path),
+        cache_key=job.cache_key, cache_inputs=job.cache_inputs,
+        fallback=(rendered.fallback or None) if rendered is not None else None,
+        frame_count=int(rendered.frames.shape[0]) if rendered is not None else None, width=s.width,
+        height=s.height, fps=s.fps,
+        frames_sha256=(frames_hash or frames_sha256(rendered.frames)) if rendered is not None else None,
+        files=list(files), timings=timings or {}, started=_utc(started or time.time()), finished=_utc(time.time()))
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def prefer_passive_openmp() -> None:
+    """Let OpenMP worker threads sleep instead of spinning while they wait, unless the user set OMP_WAIT_POLICY.
+
+    Must run before torch is imported (OpenMP reads it once). With spinning (libgomp's default) the first job on a
+    busy 2-core machine denoised in 18-36 s against 2-4 s for the next ones; with PASSIVE in ~4.5 s
+    (benchmarks/cpu_first_job.py). On a GPU the CPU threads mostly wait, so sleeping costs nothing there.
+    """
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail_fast: bool = False,
@@ -295,14 +273,18 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
     out_dir = plan.recipe.output_dir
     results: list[JobResult] = []
     exit_code = EXIT_OK
+    run_error: SvdrenderError | None = None  # why the run as a whole could not go on (the model cannot load)
+    stopped = ""  # why jobs were left unstarted after --fail-fast / --max-failures
+    started = time.time()
+    planned = plan
     if group is not None:
         plan = select(plan, group.shard)
         device = group.device if device in (None, "auto") else device
     with ExitStack() as stack:
         guard = stack.enter_context(stop_on_signals())  # disarmed until the jobs start: setup is never cut short
-        _lock_for_group(stack, out_dir, group)
-        if group is None or group.is_main:
-            sweep_temporaries(out_dir)
+        held = _lock_for_group(stack, out_dir, group)
+        if held is not None:
+            sweep_temporaries(out_dir, held.runs)
         if group is not None:
             group.barrier()
         plan = recheck(plan)  # a run that held the lock before us may have finished some jobs since we planned
@@ -311,14 +293,17 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
         # Encoding and writing a job's files overlaps the next job's rendering; see _run_job.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svdrender-writer")
         pending: list[JobResult | Future] = []
+        handled = False  # whether the block below ended in a way it foresaw
         try:
             guard.arm()
+            _write_thumbnails(plan, todo)
             for job in plan.jobs:
                 if job.skip_reason is not None:
                     result = JobResult(job, "skipped", job.skip_reason)
                     results.append(result)
                     progress.finish(result)
             if todo and engine is None:
+                prefer_passive_openmp()
                 from .engine import Engine
 
                 engine = Engine(plan.recipe.model, device=device, base_dir=plan.recipe.path.parent,
@@ -340,12 +325,19 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
                     break
                 failures = sum(_status(o) == "failed" for o in pending)
                 if failures and (fail_fast or (max_failures is not None and failures >= max_failures)):
+                    stopped = (f"not run: the batch stopped after {failures} failed job{'s' if failures > 1 else ''} "
+                               f"({'--fail-fast' if fail_fast else '--max-failures'})")
                     break
+            handled = True
         except KeyboardInterrupt:
-            exit_code = EXIT_SIGINT
+            exit_code, handled = EXIT_SIGINT, True
         except Interrupted:
-            pass  # the guard knows which signal; cleanup below must not be cut by another one
+            handled = True  # the guard knows which signal; cleanup below must not be cut by another one
+        except SvdrenderError as exc:  # the model cannot load: recorded in the manifest, then raised to the caller
+            run_error, exit_code, handled = exc, exc.exit_code, True
         finally:
+            # An error svdrender did not foresee propagates; the manifest must still not say "ok".
+            crash = None if handled else sys.exc_info()[1]
             guard.armed = False
             # Every rendered job's files and sidecar are written before the sweep and the manifest.
             writer.shutdown(wait=True)
@@ -354,21 +346,75 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
             progress.close()
             manifest = lost = None
             if group is None:
-                sweep_temporaries(out_dir)
+                sweep_temporaries(out_dir, held.runs)
+                held.swept = True
             elif exit_code == EXIT_OK:
                 try:
                     group.barrier()  # the manifest must include every process's sidecars
                 except PeerLostError as exc:
                     lost = exc  # the sidecars on disk still make a true manifest; report after writing it
+                else:
+                    if held is not None:
+                        sweep_temporaries(out_dir, held.runs)
+                        held.swept = True
+            if exit_code == EXIT_OK and any(r.status == "failed" for r in results):
+                exit_code = EXIT_JOB_FAILED
             if group is None or group.is_main:
-                manifest = write_manifest(out_dir, {"recipe": str(plan.recipe.path), "name": plan.recipe.name,
-                                                    "model_loads": engine.loads if engine is not None else 0,
-                                                    "processes": group.world_size if group is not None else 1})
+                failed_run = crash is not None or lost is not None
+                record = _run_record(planned, results, EXIT_JOB_FAILED if failed_run else exit_code,
+                                     run_error or crash or lost, guard, stopped, started,
+                                     engine.loads if engine is not None else 0,
+                                     group.world_size if group is not None else 1)
+                manifest = write_manifest(out_dir, record)[0]
     if lost is not None:
         raise lost
-    if exit_code == EXIT_OK and any(r.status == "failed" for r in results):
-        exit_code = EXIT_JOB_FAILED
+    if run_error is not None:
+        raise run_error
     return RunResult(results, exit_code, manifest, engine.loads if engine is not None else 0)
+
+
+def _run_record(plan: Plan, results: list[JobResult], exit_code: int, run_error: BaseException | None,
+                guard: SignalGuard, stopped: str, started: float, model_loads: int, processes: int) -> RunRecord:
+    """How the run ended, with every planned job: its status here, or "not run" and why."""
+    by_id = {r.job.id: r for r in results}
+    if guard.received is not None:
+        signal_error = f"interrupted by {signal.Signals(guard.received).name}"
+    else:
+        signal_error = "interrupted by SIGINT" if exit_code == EXIT_SIGINT else None
+    if run_error is not None and not isinstance(run_error, SvdrenderError):
+        run_error = f"{type(run_error).__name__}: {run_error}"
+    why_not_run = (f"not run: {run_error}" if run_error is not None else
+                   f"not run: {signal_error}" if signal_error else stopped or "not run")
+    jobs = []
+    for job in plan.jobs:
+        result = by_id.get(job.id)
+        if result is not None:
+            jobs.append(PlannedJob(job.id, job.item, job.preset, job.seed, result.status, result.detail))
+        elif processes > 1:
+            jobs.append(PlannedJob(job.id, job.item, job.preset, job.seed, SKIPPED, "rendered by another process"))
+        else:
+            jobs.append(PlannedJob(job.id, job.item, job.preset, job.seed, NOT_RUN, why_not_run))
+    if exit_code >= 128:
+        outcome, error = RUN_INTERRUPTED, signal_error
+    elif run_error is not None or exit_code != EXIT_OK or any(j.status != OK and j.status != SKIPPED for j in jobs):
+        outcome, error = RUN_FAILED, str(run_error) if run_error is not None else (stopped or None)
+    else:
+        outcome, error = RUN_OK, None
+    return RunRecord(recipe=str(plan.recipe.path), name=plan.recipe.name, outcome=outcome, error=error,
+                     exit_code=exit_code, run_id=run_id(), started=_utc(started), finished=_utc(time.time()),
+                     model_loads=model_loads, processes=processes, jobs=tuple(jobs))
+
+
+def _write_thumbnails(plan: Plan, todo: list[Job]) -> None:
+    """Each item's input image as a small JPEG in its folder, for the contact sheet (rewritten when it renders)."""
+    rendering = {j.item for j in todo}
+    for job in {j.item: j for j in plan.jobs}.values():
+        target = plan.recipe.output_dir / job.item / INPUT_THUMBNAIL_NAME
+        if job.item in rendering or not target.is_file():
+            try:
+                write_input_thumbnail(job.image, target, root=plan.recipe.output_dir)
+            except (OSError, SvdrenderError):
+                pass  # the contact sheet shows the item without it; its jobs report their own image problems
 
 
 def _run_job(job: Job, plan: Plan, engine, progress: Progress, guard: SignalGuard,

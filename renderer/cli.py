@@ -16,9 +16,11 @@ from .errors import EXIT_OK, RecipeError, SvdrenderError, UsageError
 from .profiles import PROFILES
 
 EXIT_CODES_HELP = """\b
-Exit codes: 0 every job ok (or skipped), 1 some job failed or the model
-could not load, 2 invalid recipe or usage (or the output folder is in
-use), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP."""
+Exit codes: 0 every job ok (or skipped), 1 some job failed, the model
+could not load, or the output folder could not be written (disk full,
+read-only, name too long), 2 invalid recipe or usage (or the output
+folder is in use, or holds a manifest.json / index.html svdrender did
+not write), 130 / 143 / 129 stopped by SIGINT / SIGTERM / SIGHUP."""
 
 
 class DefaultRenderGroup(click.Group):
@@ -81,11 +83,12 @@ def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_fai
 
     Under `accelerate launch` or `torchrun`, each process renders its cost-balanced share on its own GPU.
     """
-    from .batch import run_plan, summarize
+    from .batch import prefer_passive_openmp, run_plan, summarize
     from .distributed import ProcessGroup
     from .plan import plan_recipe
     from .shards import parse_shard, select
 
+    prefer_passive_openmp()  # before anything imports torch (a multi-process launch does so right below)
     if out is not None and len(recipes) > 1:
         _fail(UsageError("--out takes one recipe at a time (each recipe needs its own output folder)"))
     try:
@@ -128,8 +131,9 @@ def _plan_table(plan) -> str:
         if "sigmas" in job.scheduler:
             sigmas = job.scheduler["sigmas"]
             sched += f" sigmas={sigmas if isinstance(sigmas, str) else 'custom'}"
-        detail = (f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {sched} "
-                  f"-> {Path(next(iter(job.outputs.values()))).relative_to(plan.recipe.output_dir)}")
+        paths = ", ".join(str(Path(p).relative_to(plan.recipe.output_dir)) + ("/" if fmt == "frames" else "")
+                          for fmt, p in job.outputs.items())
+        detail = f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {sched} -> {paths}"
         rows.append((job.id, "skip" if job.skip_reason else "render",
                      f"{detail} ({job.skip_reason or job.render_reason})"))
     todo = len(plan.to_render)
@@ -196,22 +200,54 @@ def presets():
     click.echo(schedulers.presets_table())
 
 
-@main.command()
+REPORT_EXIT_CODES_HELP = """\b
+Exit codes: 0 the last run and every job ok, 1 the run failed or was
+interrupted, or a job failed, was interrupted or never ran (0 with
+--no-fail), 2 usage: no such folder, or a manifest.json / index.html
+there that svdrender did not write."""
+
+
+@main.command(epilog=REPORT_EXIT_CODES_HELP)
 @click.argument("out_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json", "junit"]),
               help="Also print a report: markdown (CI job summary), json, or junit (each job a test case).")
-def report(out_dir, fmt):
-    """Rebuild OUT_DIR/manifest.json and the contact sheet OUT_DIR/index.html from the job sidecars."""
-    from .report import format_report, rebuild
+@click.option("--no-fail", is_flag=True, help="Exit 0 whenever the report was made, even if the run failed.")
+def report(out_dir, fmt, no_fail):
+    """Rebuild OUT_DIR/manifest.json and the contact sheet OUT_DIR/index.html from the job sidecars.
+
+    While a render holds OUT_DIR, the report is made from what is on disk now and nothing is rewritten.
+    """
+    from .errors import OutputError, OutputLockedError
+    from .lock import output_lock
+    from .report import check_own_files, format_report, read_report, rebuild, report_exit_code
 
     if not out_dir.is_dir():
         _fail(UsageError(f"{out_dir}: no such folder"))
-    manifest = rebuild(out_dir)
+    why_not_written = None
+    try:
+        check_own_files(out_dir)
+        try:
+            with output_lock(out_dir) as held:
+                manifest = rebuild(out_dir)
+                held.swept = not held.runs  # keep the ids of killed runs for the next render's sweep
+        except OutputLockedError:
+            why_not_written = "a render is writing here"
+        except OutputError as exc:  # e.g. a downloaded CI artefact on a read-only disk: the report is still wanted
+            why_not_written = str(exc)
+        if why_not_written:
+            manifest = read_report(out_dir)
+    except SvdrenderError as exc:
+        _fail(exc)
+    if why_not_written and fmt:
+        click.echo(f"svdrender: {why_not_written}: reporting from the sidecars, nothing rewritten", err=True)
     if fmt:
         click.echo(format_report(manifest, fmt), nl=False)
+    elif why_not_written:
+        click.echo(f"{out_dir}: {len(manifest.entries)} jobs ({why_not_written}: nothing rewritten)")
     else:
-        click.echo(f"{out_dir / 'manifest.json'}: {len(manifest['jobs'])} jobs; "
+        click.echo(f"{out_dir / 'manifest.json'}: {len(manifest.entries)} jobs; "
                    f"contact sheet: {out_dir / 'index.html'}")
+    sys.exit(EXIT_OK if no_fail else report_exit_code(manifest))
 
 
 @main.command()

@@ -10,18 +10,21 @@ not markup.
 from __future__ import annotations
 
 import html
-import time
+import os
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from . import __version__
 from .formats import FORMATS
-from .layout import INDEX_NAME
+from .layout import INDEX_NAME, INPUT_THUMBNAIL_NAME
 from .outputs import write_bytes_atomic
-from .plan import job_paths
+from .records import NOT_RUN, Entry, Manifest
 
-STATUS_LABELS = {"ok": "ok", "failed": "FAILED", "interrupted": "INTERRUPTED"}
+GENERATOR = "svdrender"
+
+STATUS_LABELS = {"ok": "ok", "failed": "FAILED", "interrupted": "INTERRUPTED", NOT_RUN: "NOT RUN"}
 SETTING_LABELS = (("width", "width"), ("height", "height"), ("num_frames", "frames"), ("fps", "fps"),
                   ("num_inference_steps", "steps"), ("motion_bucket_id", "motion bucket"),
                   ("noise_aug_strength", "noise aug"), ("min_guidance_scale", "min guidance"),
@@ -64,6 +67,9 @@ article.job.status-interrupted { border: 2px dashed var(--warn); }
 .badge { flex-shrink: 0; font-size: 11px; font-weight: 700; padding: 1px 6px; border-radius: 10px; color: #fff; }
 .badge.ok { background: var(--ok); } .badge.failed { background: var(--bad); }
 .badge.interrupted { background: var(--warn); } .badge.other { background: var(--muted); }
+.run-problem { margin: 0 0 8px; padding: 6px 8px; border-radius: 4px; color: #fff; background: var(--bad);
+  font-weight: 600; }
+img.input { height: 48px; width: auto; vertical-align: middle; border-radius: 4px; margin-right: 8px; }
 pre.error { margin: 0; padding: 6px; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 12px;
   color: var(--bad); background: color-mix(in srgb, var(--bad) 10%, transparent); border-radius: 4px; }
 .facts, .timings { margin: 0; font-size: 12px; }
@@ -118,42 +124,36 @@ def _href(*parts: Path | str) -> str:
     return _e("/".join(quote(p, safe="") for part in parts for p in Path(part).parts))
 
 
-def job_folder(job: dict[str, Any]) -> Path:
-    """The job's folder relative to the output folder (where its sidecar and files are)."""
-    _, sidecar = job_paths(Path(), str(job.get("item", "")), str(job.get("preset", "")), job.get("seed", 0), ())
-    return sidecar.parent
-
-
 def _number(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _media(job: dict[str, Any], out_dir: Path) -> str:
+def _media(entry: Entry, out_dir: Path) -> str:
     """The job's video (or animation, or first frame), or a placeholder saying why there is none."""
-    folder = job_folder(job)
+    sidecar = entry.sidecar if entry.status != NOT_RUN else None
     files: dict[str, list[str]] = {}
-    for entry in job.get("files") or []:
-        files.setdefault(str(entry.get("format")), []).append(str(entry.get("path")))
+    folder = Path(entry.item) / entry.preset
+    for file in sidecar.files if sidecar is not None else ():
+        files.setdefault(file.format, []).append(file.path)
     present = {fmt: [p for p in paths if (out_dir / folder / p).is_file()] for fmt, paths in files.items()}
-    width, height = job.get("width") or 16, job.get("height") or 9
+    width, height = (sidecar.width, sidecar.height) if sidecar is not None else (16, 9)
     box = f'style="aspect-ratio: {int(width)} / {int(height)}"'
     sources = [(present[fmt][0], f.mime) for fmt, f in FORMATS.items() if f.shown_as == "video" and present.get(fmt)]
     if sources:
         inner = "".join(f'<source src="{_href(folder, path)}" type="{mime}">' for path, mime in sources)
         return (f'<div class="media" {box}><video muted loop autoplay playsinline preload="auto" width="{int(width)}" '
-                f'height="{int(height)}" title="{_e(job.get("job_id", ""))}">{inner}</video></div>')
+                f'height="{int(height)}" title="{_e(entry.job_id)}">{inner}</video></div>')
     for fmt in (fmt for fmt, f in FORMATS.items() if f.shown_as == "img"):
         if present.get(fmt):
             path = sorted(present[fmt])[0]
-            return (f'<div class="media" {box}><img src="{_href(folder, path)}" alt="{_e(job.get("job_id", ""))}" '
+            return (f'<div class="media" {box}><img src="{_href(folder, path)}" alt="{_e(entry.job_id)}" '
                     f'width="{int(width)}" height="{int(height)}"></div>')
-    status = job.get("status")
-    reason = "files missing" if files and status == "ok" else (STATUS_LABELS.get(status) or "no video")
+    reason = "files missing" if files and entry.status == "ok" else (STATUS_LABELS.get(entry.status) or "no video")
     return f'<div class="media empty" {box}>{_e(reason)}</div>'
 
 
-def _settings_facts(job: dict[str, Any]) -> str:
-    s = job.get("settings") or {}
+def _settings_facts(entry: Entry) -> str:
+    s = entry.sidecar.settings if entry.sidecar is not None else {}
     if not s:
         return ""
     parts = [f"{s.get('width')}×{s.get('height')}", f"{s.get('num_frames')} frames @ {s.get('fps')} fps",
@@ -163,8 +163,8 @@ def _settings_facts(job: dict[str, Any]) -> str:
     return f'<p class="facts">{_e(" · ".join(parts))}</p>'
 
 
-def _timings(job: dict[str, Any]) -> str:
-    t = job.get("timings") or {}
+def _timings(entry: Entry) -> str:
+    t = entry.sidecar.timings if entry.sidecar is not None and entry.status != NOT_RUN else {}
     if "total" not in t:
         return ""
     parts = [f"total {t['total']:.1f} s"] + [f"{k} {t[k]:.2f}" for k in TIMING_ORDER if isinstance(t.get(k),
@@ -172,42 +172,43 @@ def _timings(job: dict[str, Any]) -> str:
     return f'<p class="timings muted">{_e(" · ".join(parts))}</p>'
 
 
-def _details(job: dict[str, Any]) -> str:
+def _details(entry: Entry) -> str:
+    if entry.sidecar is None:
+        return ""
+    job = entry.sidecar
     rows: list[tuple[str, Any]] = []
-    settings = job.get("settings") or {}
+    settings = job.settings
     rows += [(label, settings[key]) for key, label in SETTING_LABELS if key in settings]
-    spec = job.get("preset_spec") or {}
-    scheduler = job.get("scheduler") or {}
+    spec = job.preset_spec
+    scheduler = job.scheduler or {}
     rows.append(("scheduler", scheduler.get("class") or spec.get("scheduler")))
     sigmas = spec.get("sigmas")
     if sigmas is not None:
         rows.append(("sigma schedule", sigmas if isinstance(sigmas, str) else f"custom ({len(sigmas)} sigmas)"))
-    model = job.get("model") or {}
+    model = job.model
     revision = model.get("resolved_revision") or model.get("requested_revision")
     rows.append(("model", f"{model.get('id')}" + (f" @ {revision}" if revision else "")))
     rows += [(key, model[key]) for key in ("dtype", "device") if model.get(key)]
-    rows.append(("input", (job.get("input") or {}).get("path")))
-    if job.get("frames_sha256"):
-        rows.append(("frames sha256", str(job["frames_sha256"])[:16] + "…"))
-    rows.append(("finished", job.get("finished")))
+    rows.append(("input", job.input_path))
+    if job.frames_sha256:
+        rows.append(("frames sha256", job.frames_sha256[:16] + "…"))
+    rows.append(("finished", job.finished))
     cells = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_number(v))}</td></tr>" for k, v in rows if v is not None)
     return f"<details><summary>settings</summary><table>{cells}</table></details>"
 
 
-def _card(job: dict[str, Any], out_dir: Path) -> str:
-    status = str(job.get("status", "unknown"))
-    badge = status if status in STATUS_LABELS else "other"
-    error = job.get("error")
-    description = (job.get("preset_spec") or {}).get("description")
-    item, preset, job_id = (str(job.get(k, "")) for k in ("item", "preset", "job_id"))
+def _card(entry: Entry, out_dir: Path) -> str:
+    status = entry.status
+    badge = status.replace(" ", "-") if status in STATUS_LABELS else "other"
+    description = entry.sidecar.preset_spec.get("description") if entry.sidecar is not None else None
     return (
-        f'<article class="job status-{_e(badge)}" id="{_e(job_id)}" data-item="{_e(item)}" '
-        f'data-preset="{_e(preset)}" data-status="{_e(status)}">{_media(job, out_dir)}'
-        f'<div class="title"><div><strong>{_e(preset)} · seed {_e(job.get("seed"))}</strong>'
+        f'<article class="job status-{_e(badge)}" id="{_e(entry.job_id)}" data-item="{_e(entry.item)}" '
+        f'data-preset="{_e(entry.preset)}" data-status="{_e(status)}">{_media(entry, out_dir)}'
+        f'<div class="title"><div><strong>{_e(entry.preset)} · seed {_e(entry.seed)}</strong>'
         + (f"<small>{_e(description)}</small>" if description else "")
         + f'</div><span class="badge {_e(badge)}">{_e(STATUS_LABELS.get(status, status))}</span></div>'
-        + (f'<pre class="error">{_e(error)}</pre>' if error else "")
-        + _settings_facts(job) + _timings(job) + _details(job) + "</article>"
+        + (f'<pre class="error">{_e(entry.error)}</pre>' if entry.error and status != "ok" else "")
+        + _settings_facts(entry) + _timings(entry) + _details(entry) + "</article>"
     )
 
 
@@ -217,61 +218,86 @@ def _select(name: str, label: str, values: list[str], counts: dict[str, int]) ->
     return f'<label>{_e(label)}<select name="{_e(name)}">{options}</select></label>'
 
 
-def render_contact_sheet(manifest: dict[str, Any], out_dir: Path) -> str:
-    """The contact sheet HTML for a run manifest whose videos live under `out_dir`."""
-    jobs = list(manifest.get("jobs") or [])
-    groups: dict[str, list[dict]] = {}
-    for job in jobs:
-        groups.setdefault(str(job.get("item", "")), []).append(job)
-    run = manifest.get("run") or {}
-    title = str(run.get("name") or Path(out_dir).name)
+def render_contact_sheet(manifest: Manifest, out_dir: Path) -> str:
+    """The contact sheet HTML for a run manifest whose videos live under `out_dir`: items and presets in the order
+    the run planned them (recipe order), each item with its input image."""
+    entries = list(manifest.entries)
+    groups: dict[str, list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.item, []).append(entry)
+    title = manifest.name
 
-    def tally(key: str) -> dict[str, int]:
+    def tally(values: list[str]) -> dict[str, int]:
         counts: dict[str, int] = {}
-        for job in jobs:
-            counts[str(job.get(key, ""))] = counts.get(str(job.get(key, "")), 0) + 1
+        for value in values:
+            counts[value] = counts.get(value, 0) + 1
         return counts
 
-    statuses = tally("status")
-    presets = list(dict.fromkeys(str(j.get("preset", "")) for j in jobs))
-    models = sorted({str((j.get("model") or {}).get("id")) for j in jobs if j.get("model")})
-    counts = " · ".join(f'<span class="count-{_e(s)}">{n} {_e(s)}</span>' for s, n in sorted(statuses.items()))
-    meta = (f"{len(jobs)} jobs" + (f": {counts}" if counts else "")
+    statuses = tally([e.status for e in entries])
+    presets = list(dict.fromkeys(e.preset for e in entries))
+    models = sorted({str(e.sidecar.model.get("id")) for e in entries if e.sidecar is not None})
+    counts = " · ".join(f'<span class="count-{_e(s.replace(" ", "-"))}">{n} {_e(s)}</span>'
+                        for s, n in sorted(statuses.items()))
+    meta = (f"{len(entries)} jobs" + (f": {counts}" if counts else "")
             + (f" · model {_e(', '.join(models))}" if models else "")
-            + f' · updated {_e(manifest.get("updated") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))}'
+            + f" · updated {_e(manifest.updated)}"
             + ' · <a href="manifest.json">manifest.json</a>')
+    run = manifest.run
+    problem = (f'<p class="run-problem">Run {_e(run.outcome)}' + (f": {_e(run.error)}" if run.error else "")
+               + "</p>") if run is not None and run.outcome != "ok" else ""
     sections = []
     for item, item_jobs in groups.items():
-        source = (item_jobs[0].get("input") or {}).get("path")
-        # Presets in the order the run has them, then seeds in numeric order: the grid is item x preset x seed.
-        ordered = sorted(item_jobs, key=lambda j: (presets.index(str(j.get("preset", ""))), _seed_order(j)))
-        cards = "".join(_card(j, out_dir) for j in ordered)
-        sections.append(f'<section class="item" data-item="{_e(item)}"><h2>{_e(item)}'
-                        + (f" <small>{_e(source)}</small>" if source else "")
+        sources = [e.sidecar.input_path for e in item_jobs if e.sidecar is not None]
+        thumbnail = ""
+        if (out_dir / item / INPUT_THUMBNAIL_NAME).is_file():
+            thumbnail = (f'<img class="input" src="{_href(item, INPUT_THUMBNAIL_NAME)}" '
+                         f'alt="input image of {_e(item)}">')
+        # Presets in the order the run has them, then seeds in the order planned: the grid is item x preset x seed.
+        ordered = sorted(item_jobs, key=lambda e: presets.index(e.preset))
+        cards = "".join(_card(e, out_dir) for e in ordered)
+        sections.append(f'<section class="item" data-item="{_e(item)}"><h2>{thumbnail}{_e(item)}'
+                        + (f" <small>{_e(sources[0])}</small>" if sources else "")
                         + f'</h2><div class="cards">{cards}</div></section>')
     body = "".join(sections) or '<p class="muted">No jobs have been rendered into this folder yet.</p>'
-    filters = (_select("item", "Item", list(groups), tally("item")) + _select("preset", "Preset", presets,
-                                                                               tally("preset"))
+    filters = (_select("item", "Item", list(groups), tally([e.item for e in entries]))
+               + _select("preset", "Preset", presets, tally([e.preset for e in entries]))
                + _select("status", "Status", sorted(statuses), statuses) + '<output id="shown"></output>')
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta name="generator" content="svdrender {_e(__version__)}">'
+        f'<meta name="generator" content="{GENERATOR} {_e(__version__)}">'
         '<link rel="icon" href="data:,">'
         f"<title>{_e(title)} · svdrender contact sheet</title><style>{STYLE}</style></head>\n"
-        f'<body><header class="top"><h1>{_e(title)}</h1><p class="meta">{meta}</p>'
+        f'<body><header class="top"><h1>{_e(title)}</h1>{problem}<p class="meta">{meta}</p>'
         f'<form class="filters" id="filters">{filters}</form></header>\n'
         f"<main>{body}</main>\n<script>{SCRIPT}</script></body></html>\n"
     )
 
 
-def _seed_order(job: dict[str, Any]) -> tuple:
-    seed = job.get("seed")
-    return (0, seed, "") if isinstance(seed, int) else (1, 0, str(seed))
+def is_own_contact_sheet(path: Path) -> bool:
+    """Whether `path` is absent or a contact sheet svdrender wrote (its generator tag in the first 4 KiB)."""
+    if not os.path.lexists(path):
+        return True  # or cannot be looked up at all (a name too long): taking the lock reports that
+    try:
+        # O_NONBLOCK and O_NOFOLLOW: a FIFO or symlink under this name is not ours and must not hang the check.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 4096)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return f'<meta name="generator" content="{GENERATOR} '.encode() in head
 
 
-def write_contact_sheet(out_dir: Path, manifest: dict[str, Any]) -> Path:
+def write_contact_sheet(out_dir: Path, manifest: Manifest) -> Path:
     """Write `<out_dir>/index.html` for a run manifest, atomically."""
     path = Path(out_dir) / INDEX_NAME
     write_bytes_atomic(path, render_contact_sheet(manifest, Path(out_dir)).encode("utf-8"))

@@ -62,6 +62,11 @@ class JobError(SvdrenderError):
     """One job failed; the batch goes on and the job is recorded as failed."""
 
 
+class OutputError(SvdrenderError):
+    """The output folder cannot be written outside any one job (lock, manifest, contact sheet): read-only, full,
+    a name too long, or files there that are not svdrender's."""
+
+
 class OutputLockedError(SvdrenderError):
     """Another svdrender run is writing into the same output folder."""
 

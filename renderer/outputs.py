@@ -8,13 +8,19 @@ inside the output folder right before it is written.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +28,85 @@ import numpy as np
 
 from .errors import JobError
 from .formats import FORMATS
-from .layout import TMP_MARKER
+from .layout import LOCK_NAME, MANIFEST_NAME, TMP_MARKER
 from .paths import check_output_path
+from .records import CorruptRecord, Sidecar, read_sidecar
 
-SIDECAR_KIND = "svdrender.job"
+def run_id() -> str:
+    """This process's run id (16 hex digits): it names every temporary the process writes, and each run records it
+    in its output folder's lock file, so a later run sweeps exactly the temporaries svdrender made there."""
+    return _run_id(os.getpid())  # keyed by pid: a forked child is a writer of its own
+
+
+@functools.lru_cache(maxsize=4)
+def _run_id(pid: int) -> str:
+    return secrets.token_hex(8)
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)" + re.escape(TMP_MARKER) + r"(?P<run>[0-9a-f]{16})(?:-old)?$")
+
 
 def temp_path(final: Path) -> Path:
-    """A temporary sibling of `final`, recognisable so a later run can sweep it."""
-    return final.with_name(f".{final.name}{TMP_MARKER}{os.getpid()}")
+    """A temporary sibling of `final`: `.<name>.svdtmp-<run id>`, recognisable so a later run can sweep it."""
+    return final.with_name(f".{final.name}{TMP_MARKER}{run_id()}")
 
 
-def sweep_temporaries(root: Path) -> list[Path]:
-    """Remove temporaries left by an interrupted or killed run; return what was removed."""
+def temporary_run(path: Path) -> str | None:
+    """The run id a temporary's name carries, or None when `path` is not named like svdrender's temporaries."""
+    found = _TEMPORARY.match(path.name)
+    return found["run"] if found else None
+
+
+def is_other_output_folder(folder: Path) -> bool:
+    """Whether `folder` is another run's output folder (it has its own lock or manifest): never swept or read."""
+    return any(os.path.lexists(folder / name) for name in (LOCK_NAME, MANIFEST_NAME))
+
+
+def job_folders(root: Path, *, with_items: bool = False) -> list[Path]:
+    """`<root>/<item>/<preset>` folders (and the `<root>/<item>` folders too, `with_items`), real folders only (no
+    symlinks), skipping other runs' output folders."""
+    found = []
+    for level1 in _subfolders(root):
+        if is_other_output_folder(level1):
+            continue
+        found += [level1] if with_items else []
+        found += [level2 for level2 in _subfolders(level1) if not is_other_output_folder(level2)]
+    return found
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+    except OSError:
+        return []
+
+
+def sweep_temporaries(root: Path, runs) -> list[Path]:
+    """Remove the temporaries that runs `runs` (ids this folder recorded) left in output folder `root`, its item
+    folders (input thumbnails) and its job folders; return what was removed. Nothing else is touched: not a user's
+    file that merely looks like a temporary, not a nested run's output folder, nothing reached through a symlink."""
+    runs = set(runs)
     removed = []
-    if not root.is_dir():
+    if not runs or not root.is_dir():
         return removed
-    for path in root.rglob(f"*{TMP_MARKER}*"):
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
+    for folder in (root, *job_folders(root, with_items=True)):
+        try:
+            with os.scandir(folder) as entries:
+                candidates = [Path(e.path) for e in entries if temporary_run(Path(e.name)) in runs]
+        except OSError:
+            continue
+        for path in candidates:
+            try:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+            except FileNotFoundError:
+                continue  # another thread of this process placed or removed it meanwhile
+            except OSError:
+                continue  # left for the next run; sweeping never fails a run
+            removed.append(path)
     return removed
 
 
@@ -58,7 +122,7 @@ def _place(tmp: Path, final: Path) -> None:
     """Rename a finished temporary into place and make the rename durable."""
     if tmp.is_dir():
         if final.exists():
-            old = final.with_name(f".{final.name}{TMP_MARKER}old-{os.getpid()}")
+            old = final.with_name(f".{final.name}{TMP_MARKER}{run_id()}-old")
             os.replace(final, old)
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)
@@ -101,9 +165,12 @@ def encode_video(frames: np.ndarray, final: Path, fmt: str, fps: int) -> None:
     # write that releases the GIL throughout. communicate() would write them 4 KiB at a time from Python, taking
     # the GIL for every piece while the main thread drives the GPU (4x slower than one write on a 2-core machine).
     # A session of its own: a Ctrl-C meant for svdrender must not kill ffmpeg before svdrender decides what to do.
+    # But it must not outlive svdrender either (a second signal exits at once): the kernel kills it when we die.
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+        with _children_lock:
+            _children.add(proc)
         try:
             try:
                 proc.stdin.write(memoryview(np.ascontiguousarray(frames, dtype=np.uint8)).cast("B"))
@@ -124,7 +191,38 @@ def encode_video(frames: np.ndarray, final: Path, fmt: str, fps: int) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            with _children_lock:
+                _children.discard(proc)
             tmp.unlink(missing_ok=True)
+
+
+# Encoders running now, so that a second signal can kill them before svdrender exits at once.
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+_PR_SET_PDEATHSIG = 1
+
+
+def kill_encoders() -> None:
+    """Kill every ffmpeg this process started and has not reaped (async-signal tolerant: no waiting, no locks)."""
+    for proc in list(_children):
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def _die_with_parent(parent: int):
+    """A preexec_fn asking Linux to SIGKILL the child when the thread that started it dies (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return arm
 
 
 def _ffmpeg_reason(stderr: bytes, code: int) -> str:
@@ -184,6 +282,23 @@ def write_outputs(frames: np.ndarray, outputs: dict[str, Path], fps: int, *, roo
     return records
 
 
+THUMBNAIL_SIZE = (320, 320)
+
+
+def write_input_thumbnail(image: Path, final: Path, *, root: Path) -> None:
+    """A JPEG thumbnail (at most 320×320) of input `image`, written atomically inside output folder `root`."""
+    import io
+
+    from .images import load_image
+
+    check_output_path(root, final)
+    img = load_image(image)
+    img.thumbnail(THUMBNAIL_SIZE)
+    data = io.BytesIO()
+    img.convert("RGB").save(data, format="JPEG", quality=85)
+    write_bytes_atomic(final, data.getvalue())
+
+
 def write_sidecar(path: Path, record: dict[str, Any], *, root: Path) -> None:
     """Write a job's sidecar manifest atomically inside output folder `root` (last, after its outputs)."""
     check_output_path(root, path)
@@ -198,18 +313,35 @@ def retract_sidecar(path: Path, *, root: Path) -> None:
         _fsync(path.parent)
 
 
-def read_sidecars(root: Path) -> list[dict[str, Any]]:
-    """Every job sidecar under an output folder, sorted by job id (shards merge by copying folders together)."""
-    records = []
+def read_sidecars(root: Path) -> tuple[list[Sidecar], list[str]]:
+    """Every valid job sidecar of output folder `root` (`<item>/<preset>/seed-<n>.json`, whose own job id matches
+    where it lies), sorted by job id; and the sidecars that could not be used, as "relative path: reason".
+
+    Other runs' output folders nested inside are skipped; shards merge by copying job folders together."""
+    records, corrupt = [], []
     if not root.is_dir():
-        return records
-    for path in sorted(root.rglob("seed-*.json")):
-        if TMP_MARKER in path.name:
-            continue
+        return records, corrupt
+    for folder in job_folders(root):
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            with os.scandir(folder) as entries:
+                names = sorted(e.name for e in entries if _SIDECAR_NAME.match(e.name))
+        except OSError:
             continue
-        if isinstance(record, dict) and record.get("kind") == SIDECAR_KIND:
+        for name in names:
+            path = folder / name
+            relative = path.relative_to(root)
+            try:
+                record = read_sidecar(path)
+            except FileNotFoundError:
+                continue  # retracted by a render meanwhile
+            except CorruptRecord as exc:
+                corrupt.append(f"{relative}: {exc}")
+                continue
+            if record.job_id != f"{relative.parent}/{relative.stem}":
+                corrupt.append(f"{relative}: its job_id {record.job_id!r} is not where it lies")
+                continue
             records.append(record)
-    return sorted(records, key=lambda r: r.get("job_id", ""))
+    return sorted(records, key=lambda r: r.job_id), corrupt
+
+
+_SIDECAR_NAME = re.compile(r"^seed-[0-9]+\.json$")

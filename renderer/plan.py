@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 from . import __version__, schedulers
 from .outputs import file_sha256
+from .paths import is_inside
+from .records import CorruptRecord, read_sidecar
 from .errors import UsageError
 from .formats import FORMATS
 from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, suggest
@@ -136,26 +139,58 @@ def decide(job: Job) -> Job:
 
 def _render_reason(job: Job) -> str | None:
     try:
-        sidecar = json.loads(job.sidecar.read_text(encoding="utf-8"))
+        sidecar = read_sidecar(job.sidecar)
     except FileNotFoundError:
         return "new"
-    except (OSError, ValueError):
-        return "sidecar unreadable"
-    if not isinstance(sidecar, dict):
-        return "sidecar unreadable"
-    if sidecar.get("status") != "ok":
-        status = sidecar.get("status")
-        return "previous run was interrupted" if status == "interrupted" else f"previous run {status or 'unknown'}"
-    if sidecar.get("cache_key") != job.cache_key:
-        return "changed: " + _changes(sidecar.get("cache_inputs"), job.cache_inputs)
-    for entry in sidecar.get("files") or []:
-        try:
-            if file_sha256(job.sidecar.parent / entry["path"]) != entry["sha256"]:
-                return f"output corrupt: {entry['path']}"
-        except FileNotFoundError:
-            return f"output missing: {entry['path']}"
-        except (OSError, KeyError, TypeError):
-            return "output unreadable"
+    except CorruptRecord as exc:
+        return f"sidecar corrupt: {exc}"
+    if sidecar.job_id != job.id:
+        return "sidecar corrupt: it records another job"
+    if sidecar.status != "ok":
+        return "previous run was interrupted" if sidecar.status == "interrupted" else f"previous run {sidecar.status}"
+    if sidecar.cache_key != job.cache_key:
+        return "changed: " + _changes(sidecar.cache_inputs, job.cache_inputs)
+    return _outputs_problem(job, sidecar)
+
+
+def _outputs_problem(job: Job, sidecar) -> str | None:
+    """Why the job's expected outputs (paths from the plan, never from the sidecar) are not the ones its sidecar
+    recorded, or None: each is a regular file inside the job's folder, of the recorded size and sha256."""
+    folder = job.sidecar.parent
+    out_dir = folder.parent.parent
+    recorded = {}
+    for file in sidecar.files:
+        recorded.setdefault(file.format, []).append(file)
+    for fmt, final in job.outputs.items():
+        name = final.name
+        files = recorded.get(fmt, [])
+        if fmt == "frames":
+            expected = [f for f in files if Path(f.path).parent == Path(name)]
+            if not expected or len(expected) != len(files) or len(expected) != sidecar.frame_count:
+                return f"output missing: {name}/"
+            if not final.is_dir() or final.is_symlink():
+                return f"output missing: {name}/"
+        else:
+            expected = [f for f in files if f.path == name]
+            if len(expected) != 1:
+                return f"output missing: {name}"
+        for file in expected:
+            path = folder / file.path
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                return f"output missing: {file.path}"
+            except OSError:
+                return f"output unreadable: {file.path}"
+            if not stat.S_ISREG(info.st_mode) or not is_inside(out_dir, path):
+                return f"output corrupt: {file.path} is not a regular file"
+            if info.st_size != file.bytes:
+                return f"output corrupt: {file.path}"
+            try:
+                if file_sha256(path) != file.sha256:
+                    return f"output corrupt: {file.path}"
+            except OSError:
+                return f"output unreadable: {file.path}"
     return None
 
 

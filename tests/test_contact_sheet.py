@@ -153,9 +153,12 @@ def out_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("contact-sheet")
     shutil.copytree(INPUTS, root / "inputs")
     recipe = root / "recipe.yaml"
+    # Not in alphabetical order, so the page shows that it keeps the recipe's.
     recipe.write_text(TINY_RECIPE.replace("output: {dir: out}", "output: {dir: out, formats: [mp4, webm]}")
-                      .replace("image: inputs/coffee.jpg", "image: inputs/coffee.jpg\n    presets: [euler, ays]")
-                      + "  - name: rocket\n    image: inputs/rocket.jpg\n", encoding="utf-8")
+                      .replace("  - name: coffee\n", "  - name: rocket\n    image: inputs/rocket.jpg\n"
+                                                      "  - name: coffee\n")
+                      .replace("image: inputs/coffee.jpg", "image: inputs/coffee.jpg\n    presets: [euler, ays]"),
+                      encoding="utf-8")
     proc = run_cli(recipe, env=cli_env(HF_HOME=str(root / "hf-home")))
     assert proc.returncode == 0, proc.stderr
     out = root / "out"
@@ -168,7 +171,7 @@ def out_dir(tmp_path_factory) -> Path:
     # A browser that cannot play the mp4 (here: a damaged one) falls back to the webm <source>.
     (out / "coffee" / "ays" / "seed-0.mp4").write_bytes(b"not a video")
     report = run_cli("report", out)
-    assert report.returncode == 0, report.stderr
+    assert report.returncode == 1, report.stderr  # the folder now holds a failed and an interrupted job
     assert report.stdout.strip() == f"{out / 'manifest.json'}: 5 jobs; contact sheet: {out / 'index.html'}"
     return out
 
@@ -241,14 +244,31 @@ def test_filters_show_one_item_preset_or_status(page):
                      label: document.getElementById('shown').textContent, hash: location.hash}};
         }})()""")
 
-    assert choose(item="coffee") == {"shown": ["coffee/ays/seed-0", "coffee/euler/seed-0"], "sections": 1,
+    assert choose(item="coffee") == {"shown": ["coffee/euler/seed-0", "coffee/ays/seed-0"], "sections": 1,
                                      "label": "2 of 5 jobs shown", "hash": "#item=coffee"}
-    assert choose(preset="euler")["shown"] == ["coffee/euler/seed-0", "rocket/euler/seed-0", "rocket/euler/seed-1",
-                                               "rocket/euler/seed-2"]
+    assert choose(preset="euler")["shown"] == ["rocket/euler/seed-0", "rocket/euler/seed-1", "rocket/euler/seed-2",
+                                               "coffee/euler/seed-0"]
     assert choose(status="failed")["shown"] == ["rocket/euler/seed-1"]
     assert choose(item="coffee", status="failed")["label"] == "0 of 5 jobs shown"
     assert choose()["label"] == "5 of 5 jobs shown"
     assert page.problems() == []
+
+
+def test_items_and_presets_in_recipe_order_each_with_its_input_image(page, out_dir):
+    page.evaluate(VIDEO_STATE)
+    sections = page.evaluate("""Array.prototype.map.call(document.querySelectorAll('section.item'), function (s) {
+        var img = s.querySelector('h2 img.input');
+        return {item: s.dataset.item, input: img && img.getAttribute('src'),
+                shown: !!img && img.complete && img.naturalWidth > 0,
+                jobs: Array.prototype.map.call(s.querySelectorAll('article.job'), function (a) { return a.id; })};
+    })""")
+    assert sections == [
+        {"item": "rocket", "input": "rocket/input.jpg", "shown": True,
+         "jobs": ["rocket/euler/seed-0", "rocket/euler/seed-1", "rocket/euler/seed-2"]},
+        {"item": "coffee", "input": "coffee/input.jpg", "shown": True,
+         "jobs": ["coffee/euler/seed-0", "coffee/ays/seed-0"]}]
+    for item in ("rocket", "coffee"):
+        assert (out_dir / item / "input.jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG in the output folder
 
 
 def test_screenshot(page, tmp_path_factory):
@@ -272,6 +292,7 @@ def test_sidecar_text_is_escaped_not_markup(out_dir):
     page = (out_dir / "index.html").read_text(encoding="utf-8")
     parser = _Tags()
     parser.feed(page)
-    assert parser.tags.count("script") == 1 and "img" not in parser.tags
+    # The only images are the two items' input thumbnails: none comes from a sidecar's text.
+    assert parser.tags.count("script") == 1 and parser.tags.count("img") == 2
     assert "&lt;/script&gt;&lt;script&gt;window.pwned = 1&lt;/script&gt; &amp; &quot;quotes&quot;" in page
     assert "http://" not in page and "https://" not in page

@@ -9,6 +9,7 @@ or on a stand-in engine where the test is about what happens around rendering.""
 import fcntl
 import hashlib
 import json
+import os
 import queue
 import re
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,6 +44,8 @@ def temporaries(root: Path) -> list[Path]:
 
 
 def lock_is_free(out: Path) -> bool:
+    if not (out / LOCK_NAME).exists():
+        return True
     with open(out / LOCK_NAME, "rb") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -261,7 +265,7 @@ def test_plan_says_why_each_job_renders(write_recipe, tmp_path):
         "coffee/euler/seed-2": "output corrupt: seed-2.mp4",
         "coffee/euler/seed-3": "previous run failed",
         "coffee/euler/seed-4": "previous run was interrupted",
-        "coffee/euler/seed-5": "sidecar unreadable",
+        "coffee/euler/seed-5": "sidecar corrupt: not JSON",
         "coffee/euler/seed-6": "new",
         "rocket/euler/seed-0": "changed: motion_bucket_id",
     }
@@ -435,3 +439,330 @@ def test_out_of_memory_that_persists_fails_the_job_and_the_batch_goes_on(write_r
     assert load_json(tmp_path / "out" / "coffee" / "euler" / "seed-1.json")["fallback"] == ["forward_chunking"]
     assert outcome["rocket/euler/seed-0"] == ("failed", f"{tmp_path}/inputs/rocket.jpg: cannot be read: Truncated "
                                                         "File Read")
+
+
+# ---- a run that tells the truth: the run record, "not run" jobs, and reports a CI reader sees as failed ----
+
+def reports(out: Path) -> tuple[dict, ET.Element, list[str], int]:
+    """The manifest, the JUnit suite and the markdown lines `svdrender report` gives for `out`, and its exit code
+    without --no-fail (the reports themselves come with --no-fail, which exits 0)."""
+    verdict = run_cli("report", out)
+    junit = run_cli("report", out, "--no-fail", "--format", "junit")
+    markdown = run_cli("report", out, "--no-fail", "--format", "markdown")
+    assert junit.returncode == markdown.returncode == 0, junit.stderr + markdown.stderr
+    assert "Traceback" not in verdict.stderr + junit.stderr + markdown.stderr
+    return (load_json(out / "manifest.json"), ET.fromstring(junit.stdout.encode()).find("testsuite"),
+            markdown.stdout.splitlines(), verdict.returncode)
+
+
+def junit_cases(suite: ET.Element) -> dict[str, tuple[str, str | None]]:
+    """Each test case's name → (what it holds: ok / failure / error / skipped, its message)."""
+    found = {}
+    for case in suite.iter("testcase"):
+        problem = next((child for child in case if child.tag in ("failure", "error", "skipped")), None)
+        found[case.get("name")] = ("ok", None) if problem is None else (problem.tag, problem.get("message"))
+    return found
+
+
+def test_a_model_that_cannot_load_is_a_failed_run_listing_every_job_as_not_run(write_recipe, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_index.json").write_text('{"_class_name": "StableVideoDiffusionPipeline"}')
+    path = write_recipe(tiny([0, 1], "  - name: rocket\n    image: inputs/rocket.jpg\n")
+                        .replace("model: builtin:tiny", "model: ./broken-model"))
+    out = tmp_path / "out"
+    proc = run_cli(path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    error = proc.stderr.strip().splitlines()[-1].removeprefix("svdrender: ")
+    assert error.startswith(f"model folder {broken} cannot be loaded as a StableVideoDiffusionPipeline")
+    manifest, suite, markdown, code = reports(out)
+    ids = ["coffee/euler/seed-0", "coffee/euler/seed-1", "rocket/euler/seed-0"]
+    assert (manifest["run"]["outcome"], manifest["run"]["error"], manifest["run"]["exit_code"]) == ("failed", error, 1)
+    assert [(j["job_id"], j["status"], j["detail"]) for j in manifest["run"]["jobs"]] == [
+        (i, "not run", f"not run: {error}") for i in ids]
+    assert manifest["counts"] == {"not run": 3}
+    assert junit_cases(suite) == {"run": ("error", error), **{i: ("skipped", f"not run: {error}") for i in ids}}
+    assert {k: suite.get(k) for k in ("tests", "failures", "errors", "skipped")} == {
+        "tests": "4", "failures": "0", "errors": "1", "skipped": "3"}
+    assert markdown[0].startswith("## ❌ svdrender:")
+    assert markdown[2].startswith("**run failed: model folder ") and "cannot be loaded as a Stable" in markdown[2]
+    assert markdown[4] == "3 jobs: 3 not run."
+    assert code == 1
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_sigint_mid_batch_lists_the_interrupted_job_and_every_job_that_never_started(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1, 2, 3]))
+    out = tmp_path / "out"
+    run = LiveRun(path)
+    run.wait_for_line(r"^\[1/4\] coffee/euler/seed-0 ok")
+    run.proc.send_signal(signal.SIGINT)
+    _, stderr = run.finish()
+    assert run.proc.returncode == 130, stderr
+    manifest, suite, markdown, code = reports(out)
+    assert (manifest["run"]["outcome"], manifest["run"]["error"]) == ("interrupted", "interrupted by SIGINT")
+    statuses = [(j["job_id"], j["status"]) for j in manifest["run"]["jobs"]]
+    assert statuses == [("coffee/euler/seed-0", "ok"), ("coffee/euler/seed-1", "interrupted"),
+                        ("coffee/euler/seed-2", "not run"), ("coffee/euler/seed-3", "not run")]
+    assert manifest["counts"] == {"interrupted": 1, "not run": 2, "ok": 1}
+    assert junit_cases(suite) == {"coffee/euler/seed-0": ("ok", None),
+                                  "coffee/euler/seed-1": ("error", "interrupted by SIGINT"),
+                                  "coffee/euler/seed-2": ("skipped", "not run: interrupted by SIGINT"),
+                                  "coffee/euler/seed-3": ("skipped", "not run: interrupted by SIGINT")}
+    assert markdown[:5] == ["## ❌ svdrender: recipe", "", "**run interrupted: interrupted by SIGINT**", "",
+                            "4 jobs: 1 interrupted, 2 not run, 1 ok."]
+    assert code == 1
+    assert not (out / LOCK_NAME).exists() and temporaries(out) == []
+
+
+def test_a_failed_job_makes_the_run_and_every_report_fail(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1]))
+    out = tmp_path / "out"
+    # A folder where the video should go: encoding works, placing the file cannot.
+    (out / "coffee" / "euler" / "seed-0.mp4").mkdir(parents=True)
+    proc = run_cli(path)
+    assert proc.returncode == 1, proc.stderr
+    manifest, suite, markdown, code = reports(out)
+    assert (manifest["run"]["outcome"], manifest["run"]["error"]) == ("failed", None)
+    assert [j["status"] for j in manifest["run"]["jobs"]] == ["failed", "ok"]
+    cases = junit_cases(suite)
+    assert cases["coffee/euler/seed-0"][0] == "failure" and "Is a directory" in cases["coffee/euler/seed-0"][1]
+    assert cases["coffee/euler/seed-1"] == ("ok", None) and "run" not in cases
+    assert markdown[0] == "## ❌ svdrender: recipe" and markdown[2] == "**run failed**"
+    assert code == 1
+    # Once the job renders, the run and its reports are green again.
+    (out / "coffee" / "euler" / "seed-0.mp4").rmdir()
+    assert run_cli(path).returncode == 0
+    manifest, suite, markdown, code = reports(out)
+    assert (manifest["run"]["outcome"], code, markdown[0]) == ("ok", 0, "## ✅ svdrender: recipe")
+    assert [j["status"] for j in manifest["run"]["jobs"]] == ["ok", "skipped"]
+    assert junit_cases(suite) == {"coffee/euler/seed-0": ("ok", None), "coffee/euler/seed-1": ("ok", None)}
+
+
+# ---- sidecars are data from disk, not trusted state ----
+
+def test_a_malformed_sidecar_makes_its_job_corrupt_and_it_renders_again(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1]))
+    assert render_in_process(path).exit_code == 0
+    out = tmp_path / "out"
+    sidecar = out / "coffee" / "euler" / "seed-0.json"
+    sidecar.write_text(json.dumps({**load_json(sidecar), "width": "abc"}))
+    job = make_plan(load_recipe(path)).jobs[0]
+    assert job.render_reason == "sidecar corrupt: $.width: 'abc' is not of type 'integer'"
+    # The report and the contact sheet are made anyway; the job is shown as corrupt, and the folder not green.
+    report = run_cli("report", out, "--format", "json")
+    assert (report.returncode, report.stderr) == (1, "")
+    document = json.loads(report.stdout)
+    assert [(j["id"], j["status"]) for j in document["jobs"]] == [("coffee/euler/seed-0", "corrupt"),
+                                                                   ("coffee/euler/seed-1", "ok")]
+    assert document["corrupt"] == ["coffee/euler/seed-0.json: $.width: 'abc' is not of type 'integer'"]
+    assert 'id="coffee/euler/seed-1"' in (out / "index.html").read_text(encoding="utf-8")
+    rerun = render_in_process(path)
+    assert [(r.job.id, r.status) for r in rerun.results] == [("coffee/euler/seed-1", "skipped"),
+                                                            ("coffee/euler/seed-0", "ok")]
+    assert load_json(sidecar)["width"] == 64
+
+
+def test_only_the_planned_outputs_as_regular_files_with_their_recorded_hashes_count_as_done(write_recipe, tmp_path):
+    path = write_recipe(tiny(range(6)))
+    assert render_in_process(path).exit_code == 0
+    folder = tmp_path / "out" / "coffee" / "euler"
+    elsewhere = tmp_path / "elsewhere.mp4"
+    shutil.copy(folder / "seed-2.mp4", elsewhere)
+
+    def edit(seed, **changes):
+        record = load_json(folder / f"seed-{seed}.json")
+        (folder / f"seed-{seed}.json").write_text(json.dumps({**record, **changes}))
+        return record
+
+    edit(0, files=[])  # the sidecar lists nothing, and the video is gone
+    (folder / "seed-0.mp4").unlink()
+    # A listed file that never ends: the plan must not read it.
+    edit(1, files=[{"format": "mp4", "path": "/dev/zero", "sha256": "0" * 64, "bytes": 0}])
+    record = edit(2)
+    edit(2, files=[{**record["files"][0], "path": "../../../elsewhere.mp4"}])  # an intact copy, elsewhere
+    (folder / "seed-2.mp4").unlink()
+    (folder / "seed-3.mp4").unlink()  # the video replaced by a symlink to an identical file
+    (folder / "seed-3.mp4").symlink_to(elsewhere)
+    (folder / "seed-4.json").unlink()
+    os.mkfifo(folder / "seed-4.json")  # a sidecar nobody will ever write to
+    plan = run_cli("plan", path, timeout=120)
+    assert plan.returncode == 0, plan.stderr
+    reasons = dict(re.findall(r"^(\S+) +(?:skip|render) .*\((.*)\)$", plan.stdout, re.MULTILINE))
+    assert reasons == {"coffee/euler/seed-0": "sidecar corrupt: $.files: [] should be non-empty",
+                       "coffee/euler/seed-1": "output missing: seed-1.mp4",
+                       "coffee/euler/seed-2": "output missing: seed-2.mp4",
+                       "coffee/euler/seed-3": "output corrupt: seed-3.mp4 is not a regular file",
+                       "coffee/euler/seed-4": "sidecar corrupt: not a regular file",
+                       "coffee/euler/seed-5": "done: same settings, files intact"}
+
+
+# ---- every delete and write is confined ----
+
+def test_the_sweep_removes_only_temporaries_svdrender_recorded_and_never_enters_a_nested_run(write_recipe, tmp_path):
+    path = write_recipe(tiny([0, 1]))
+    out = tmp_path / "out"
+    folder = out / "coffee" / "euler"
+    folder.mkdir(parents=True)
+    killed = "abcdefabcdefabcd"  # a run that was killed here: its id is still in the lock file
+    (out / LOCK_NAME).write_text(f"4242\n{killed}\n")
+    ours = [folder / f".seed-0.mp4{TMP_MARKER}{killed}", out / f".manifest.json{TMP_MARKER}{killed}",
+            folder.parent / f".input.jpg{TMP_MARKER}{killed}"]
+    for temporary in ours:
+        temporary.write_bytes(b"half a video")
+    theirs = [folder / "notes.svdtmp-keep.txt",  # a user's file that merely contains the marker
+              folder / f".seed-9.mp4{TMP_MARKER}0123456789abcdef",  # named like ours, by no run recorded here
+              out / f"draft{TMP_MARKER}{killed}",  # a recorded id, but not a name svdrender gives temporaries
+              # finished work of an item whose name holds the marker and a recorded id (issue 20, defect 1)
+              out / f"cup{TMP_MARKER}{killed}" / "euler" / "seed-0.mp4"]
+    for user_file in theirs:
+        user_file.parent.mkdir(parents=True, exist_ok=True)
+        user_file.write_text("mine")
+    # Another run's output folder inside this one, in the middle of its own run.
+    nested = out / "nested" / "inner"
+    nested_job = nested / "coffee" / "euler"
+    nested_job.mkdir(parents=True)
+    (nested / LOCK_NAME).write_text(f"4343\n{killed}\n")
+    (nested / "manifest.json").write_text('{"kind": "svdrender.run"}')
+    in_flight = nested_job / f".seed-0.mp4{TMP_MARKER}{killed}"
+    in_flight.write_bytes(b"still encoding")
+    shutil.copy(folder.parent.parent / LOCK_NAME, nested / "lock-copy")
+    run = render_in_process(path)
+    assert run.exit_code == 0
+    assert [p for p in ours if p.exists()] == []
+    assert [p.read_text() for p in theirs] == ["mine"] * 4
+    assert in_flight.read_bytes() == b"still encoding" and (nested / LOCK_NAME).exists()
+    assert not (out / LOCK_NAME).exists(), "a finished run leaves no lock file for an artefact glob to pick up"
+    manifest = load_json(out / "manifest.json")
+    assert [j["job_id"] for j in manifest["jobs"]] == ["coffee/euler/seed-0", "coffee/euler/seed-1"]
+
+
+def test_a_nested_runs_jobs_are_not_pulled_into_the_outer_manifest(write_recipe, tmp_path):
+    path = write_recipe(tiny([0]))
+    inner = write_recipe(tiny([1]).replace("output: {dir: out}", "output: {dir: out/sub}"), "inner.yaml")
+    assert render_in_process(inner).exit_code == 0  # out/sub/coffee/euler/seed-1.json, and its own manifest
+    assert render_in_process(path).exit_code == 0
+    assert [j["job_id"] for j in load_json(tmp_path / "out" / "manifest.json")["jobs"]] == ["coffee/euler/seed-0"]
+
+
+@pytest.mark.parametrize("name, content", [("manifest.json", '{"mine": true}\n'),
+                                           ("index.html", "<html>my page</html>\n")])
+def test_a_manifest_or_contact_sheet_that_is_not_svdrenders_is_never_overwritten(write_recipe, tmp_path, name,
+                                                                                   content):
+    path = write_recipe(tiny([0]))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_text(content)
+    for args in ((path,), ("report", out)):
+        proc = run_cli(*args)
+        assert (proc.returncode, proc.stderr) == (2, f"svdrender: {out / name}: not written by svdrender; refusing "
+                                                     "to overwrite it (move it away, or render into another folder "
+                                                     "with --out)\n")
+        assert sorted(p.name for p in out.iterdir()) == [name] and (out / name).read_text() == content
+
+
+def test_report_while_a_render_holds_the_folder_reads_a_snapshot_and_writes_nothing(write_recipe, tmp_path):
+    from renderer.lock import output_lock
+
+    path = write_recipe(tiny([0]))
+    assert render_in_process(path).exit_code == 0
+    out = tmp_path / "out"
+    before = {p: p.read_bytes() for p in (out / "manifest.json", out / "index.html")}
+    with output_lock(out, ("0123456789abcdef",)):
+        proc = run_cli("report", out)
+    assert (proc.returncode, proc.stdout) == (0, f"{out}: 1 jobs (a render is writing here: nothing rewritten)\n")
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_and_a_documented_exit_code(write_recipe, tmp_path):
+    path = write_recipe(tiny([0]))
+    too_long = tmp_path / ("x" * 300)
+    proc = run_cli(path, "--out", too_long)
+    assert (proc.returncode, proc.stderr) == (1, f"svdrender: {too_long}: cannot take the output lock (File name "
+                                                 "too long)\n")
+
+
+ENCODE_UNTIL_KILLED = """
+import sys, threading
+from pathlib import Path
+import numpy as np
+from renderer.outputs import encode_video
+# Enough noise that libvpx needs many seconds: the test kills this process while ffmpeg writes its temporary.
+frames = np.random.default_rng(0).integers(0, 256, (240, 256, 256, 3), dtype=np.uint8)
+out = Path(sys.argv[1])
+threading.Thread(target=encode_video, args=(frames, out / "seed-0.webm", "webm", 7), daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def ffmpeg_writing(folder: Path) -> list[int]:
+    """Pids of live processes whose command line names a temporary in `folder`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(TMP_MARKER.encode() in a and str(folder).encode() in a for a in cmdline):
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+def test_ffmpeg_dies_with_svdrender(tmp_path):
+    """svdrender exits at once on a second signal (os._exit, as SIGKILL does): its ffmpeg must not go on writing."""
+    proc = subprocess.Popen([sys.executable, "-c", ENCODE_UNTIL_KILLED, str(tmp_path)], cwd=REPO, env=cli_env())
+    try:
+        deadline = time.monotonic() + 120
+        while not (ffmpeg_writing(tmp_path) and temporaries(tmp_path)):
+            assert proc.poll() is None and time.monotonic() < deadline, "ffmpeg never started"
+            time.sleep(0.05)
+        [encoder] = ffmpeg_writing(tmp_path)
+        time.sleep(1)  # let ffmpeg take in frames it would still encode and write if it outlived its parent
+    finally:
+        proc.kill()
+        proc.wait()
+    [temporary] = temporaries(tmp_path)
+    size_at_exit = temporary.stat().st_size
+    deadline = time.monotonic() + 60
+    while ffmpeg_writing(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ffmpeg_writing(tmp_path) == [], f"ffmpeg (pid {encoder}) outlived the process that started it"
+    assert temporary.stat().st_size == size_at_exit, "ffmpeg went on writing after its parent was gone"
+
+
+def test_plan_shows_every_formats_path(write_recipe):
+    path = write_recipe(tiny([0]).replace("output: {dir: out}", "output: {dir: out, formats: [mp4, gif, frames]}"))
+    plan = run_cli("plan", path)
+    assert plan.returncode == 0, plan.stderr
+    assert "-> coffee/euler/seed-0.mp4, coffee/euler/seed-0.gif, coffee/euler/seed-0/ (new)" in plan.stdout
+
+
+@pytest.mark.parametrize("user, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")], ids=["unset", "user's choice"])
+def test_openmp_threads_sleep_while_they_wait_unless_the_user_chose(user, expected):
+    """Spinning OpenMP threads made the first CPU job 4-8x slower than the next ones (benchmarks/cpu_first_job.py);
+    the policy must be in the environment before torch is imported, and a user's own setting wins."""
+    code = ("import os, sys\nfrom renderer.batch import prefer_passive_openmp\nprefer_passive_openmp()\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in cli_env().items() if k != "OMP_WAIT_POLICY"}
+    if user:
+        env["OMP_WAIT_POLICY"] = user
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, f"{expected} False\n"), proc.stderr
+
+
+def test_an_unforeseen_error_still_leaves_a_manifest_that_says_failed(write_recipe, tmp_path):
+    class Broken(StandInEngine):
+        def prefetch(self, job):
+            raise RuntimeError("boom")  # stands for a bug: an error outside any job, which nothing catches
+
+    path = write_recipe(tiny([0, 1]))
+    with pytest.raises(RuntimeError, match="boom"):
+        render_in_process(path, Broken())
+    run = load_json(tmp_path / "out" / "manifest.json")["run"]
+    assert (run["outcome"], run["error"], run["exit_code"]) == ("failed", "RuntimeError: boom", 1)
+    assert [(j["job_id"], j["status"]) for j in run["jobs"]] == [("coffee/euler/seed-0", "not run"),
+                                                                ("coffee/euler/seed-1", "not run")]
+    assert not (tmp_path / "out" / LOCK_NAME).exists() or lock_is_free(tmp_path / "out")
