@@ -262,6 +262,7 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, f
         "performance": engine.performance if engine is not None else {},
         "versions": versions(),
         "recipe": {"path": str(recipe.path), "sha256": recipe.sha256, "git": git_commit(recipe.path)},
+        "smoke": recipe.smoke,
         "cache_key": job.cache_key,
         "cache_inputs": job.cache_inputs,
         "fallback": None,
@@ -358,6 +359,7 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
                 group.barrier()  # the manifest must include every process's sidecars
             if group is None or group.is_main:
                 manifest = write_manifest(out_dir, {"recipe": str(plan.recipe.path), "name": plan.recipe.name,
+                                                    "smoke": plan.recipe.smoke,
                                                     "model_loads": engine.loads if engine is not None else 0,
                                                     "processes": group.world_size if group is not None else 1})
     if exit_code == EXIT_OK and any(r.status == "failed" for r in results):

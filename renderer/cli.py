@@ -55,7 +55,9 @@ def main():
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (overrides output.dir).")
 @click.option("--only", multiple=True, metavar="JOB_OR_ITEM",
               help="Render only this job id (item/preset/seed-N), item or item/preset; repeatable.")
-@click.option("--model", "model", metavar="ID", help="Override the model, e.g. builtin:tiny for a CPU smoke test.")
+@click.option("--model", "model", metavar="ID", help="Override the model, e.g. a local folder.")
+@click.option("--smoke", is_flag=True, help="Smoke run: every job on builtin:tiny at 64x64, 4 frames, 2 steps, "
+              "into OUTPUT_DIR-smoke (seconds on a CPU; real outputs are never touched).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; render nothing.")
 @click.option("--force", is_flag=True, help="Render jobs even when their finished outputs are up to date.")
@@ -68,8 +70,8 @@ def main():
 @click.option("--compile/--no-compile", "compile_unet", default=None,
               help="Force torch.compile of the UNet on or off (default: the profile's choice).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the final summary line.")
-def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_failures, shard, profile, compile_unet,
-           quiet):
+def render(recipes, out, only, model, smoke, device, dry_run, force, fail_fast, max_failures, shard, profile,
+           compile_unet, quiet):
     """Render every job of RECIPE (item x preset x seed).
 
     Under `accelerate launch` or `torchrun`, each process renders its cost-balanced share on its own GPU.
@@ -81,9 +83,11 @@ def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_fai
 
     if out is not None and len(recipes) > 1:
         _fail(UsageError("--out takes one recipe at a time (each recipe needs its own output folder)"))
+    if smoke and model:
+        _fail(UsageError("--smoke renders on builtin:tiny; leave out --model"))
     try:
         part = parse_shard(shard) if shard else None
-        plans = [plan_recipe(path, model=model, out=out, only=only, force=force) for path in recipes]
+        plans = [plan_recipe(path, model=model, out=out, only=only, force=force, smoke=smoke) for path in recipes]
     except SvdrenderError as exc:
         _fail(exc)
     if part is not None:

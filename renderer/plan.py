@@ -214,12 +214,17 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
 
 
 def plan_recipe(path: Path, *, model: str | None = None, out: Path | None = None, only=(), force: bool = False,
-                check_images: bool = True) -> Plan:
-    """Load, validate and plan a recipe file, as `svdrender render/plan` and `renderer.render` do.
+                check_images: bool = True, smoke: bool = False) -> Plan:
+    """Load, validate and plan a recipe file, as `svdrender render/plan` and `renderer.render` do; `smoke` plans
+    the recipe as renderer.smoke rewrites it.
 
     An `only` entry that matches no job is a usage mistake (a typo would otherwise render nothing and exit 0).
     """
     recipe = load_recipe(path, model_override=model, out_override=out, check_images=check_images)
+    if smoke:
+        from .smoke import smoke_recipe
+
+        recipe = smoke_recipe(recipe)
     plan = make_plan(recipe, only=tuple(only), force=force)
     matched = {o for o in only for j in plan.jobs if j.id == o or j.item == o or j.id.startswith(o + "/")}
     missing = [o for o in only if o not in matched]
