@@ -79,6 +79,7 @@ def _is_connection_error(exc: BaseException) -> bool:
 
 def classify(exc: BaseException, model_id: str, revision: str = "main") -> HubFailure | None:
     """The hub failure behind `exc` (a diffusers or huggingface_hub error), or None when it is not one."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -92,8 +93,9 @@ def classify(exc: BaseException, model_id: str, revision: str = "main") -> HubFa
     found = chain(exc)
     page = f"{endpoint()}/{model_id}"
     login = f"set HF_TOKEN to a token from {TOKENS_URL} or run `hf auth login`"
-    download = (f"download it where there is network (`hf download {model_id} --revision {revision}`) and copy the "
-                "Hugging Face cache here, or set model.id to a local folder")
+    flag = "" if revision == "main" else f" --revision {revision}"
+    download = (f"download it once where there is network (`hf download {model_id}{flag}`), or set model.id to a "
+                "local folder")
     for e in found:
         if isinstance(e, GatedRepoError):
             return HubFailure(HubCause.GATED, f"model '{model_id}' is gated: accept its licence at {page} with your "
@@ -119,10 +121,11 @@ def classify(exc: BaseException, model_id: str, revision: str = "main") -> HubFa
             return HubFailure(HubCause.FORBIDDEN, f"your Hugging Face token may not read '{model_id}' (403 "
                                                   f"forbidden): accept its licence at {page} and use a token with "
                                                   f"read access ({TOKENS_URL}), then {login}")
-    if offline() or any(isinstance(e, OfflineModeIsEnabled) for e in found):
+    if any(isinstance(e, OfflineModeIsEnabled) or (offline() and isinstance(e, LocalEntryNotFoundError))
+           for e in found):
         return HubFailure(HubCause.OFFLINE_NOT_CACHED,
-                          f"model '{model_id}' revision '{revision}' is not in the local Hugging Face cache and "
-                          f"HF_HUB_OFFLINE=1 forbids downloading it: {download}")
+                          f"model '{model_id}' revision '{revision}' is not in the local Hugging Face cache "
+                          f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading it: {download}")
     if any(_is_connection_error(e) for e in found) or any(isinstance(e, LocalEntryNotFoundError) for e in found):
         return HubFailure(HubCause.UNREACHABLE,
                           f"cannot reach the Hugging Face hub at {endpoint()} and model '{model_id}' is not in the "
@@ -134,9 +137,10 @@ def probe(model_id: str, revision: str = "main", timeout: float = 10.0) -> tuple
     """Ask the hub whether `model_id` at `revision` can be downloaded with the current token, as a download would
     (a HEAD request for its model_index.json); (the commit it resolves to, None) or (None, the failure)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
     if offline():
-        return None, classify(RuntimeError("offline"), model_id, revision)
+        return None, classify(OfflineModeIsEnabled("HF_HUB_OFFLINE=1"), model_id, revision)
     try:
         url = hf_hub_url(model_id, "model_index.json", revision=revision, endpoint=endpoint())
         meta = get_hf_file_metadata(url, timeout=timeout)
