@@ -217,8 +217,10 @@ def doctor(recipe):
     """Check this environment (versions, GPU, ffmpeg, hub cache) and RECIPE's model.
 
     \b
-    One line per check: ok, warn or fail. Exit codes: 0 rendering can work
-    here, 1 a check failed, 2 RECIPE is invalid.
+    One line per check: ok, warn, unknown (could not verify) or fail.
+    Exit codes: 0 verified, rendering can work here; 1 a check failed, a
+    render will fail; 2 RECIPE is invalid; 3 nothing failed but something
+    could not be verified (offline, or the hub unreachable).
     """
     from .doctor import run_doctor
 

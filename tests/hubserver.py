@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
+import pytest
+
 COMMIT = "5f2b6e1c0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f"
 BAD_TOKEN = "hf_revokedrevokedrevokedrevoked"
 MODEL_INDEX = json.dumps({"_class_name": "StableVideoDiffusionPipeline", "_diffusers_version": "0.42.0"}).encode()
@@ -114,3 +116,22 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def hub_url():
+    """The stand-in hub's URL, one server per test module."""
+    with hub_server() as url:
+        yield url
+
+
+@pytest.fixture
+def online(hub_url, monkeypatch):
+    """huggingface_hub online, talking to the stand-in hub, with no token; yields its URL."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", hub_url)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return hub_url

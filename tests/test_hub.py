@@ -6,29 +6,12 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY_RECIPE, cli_env, run_cli
-from hubserver import BAD_TOKEN, COMMIT, GATED, MISSING, NO_PIPELINE, PUBLIC, closed_port_url, hub_server
+from hubserver import (BAD_TOKEN, COMMIT, GATED, MISSING, NO_PIPELINE, PUBLIC, closed_port_url, hub_url,  # noqa: F401
+                       online)
 from renderer import hub
 from renderer.hub import HubCause
 
 TOKENS = "set HF_TOKEN to a token from https://huggingface.co/settings/tokens or run `hf auth login`"
-
-
-@pytest.fixture(scope="module")
-def hub_url():
-    with hub_server() as url:
-        yield url
-
-
-@pytest.fixture
-def online(hub_url, monkeypatch):
-    """huggingface_hub online, talking to the local server, with no token."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_ENDPOINT", hub_url)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    return hub_url
 
 
 def test_public_model_is_verified_with_its_commit(online):
