@@ -163,12 +163,15 @@ def validate(recipes, quiet):
 @click.option("--only", multiple=True, metavar="JOB_OR_ITEM", help="Keep only matching jobs; repeatable.")
 @click.option("--model", "model", metavar="ID", help="Override the model.")
 @click.option("--force", is_flag=True, help="Plan as if nothing had been rendered yet.")
-def plan_command(recipe, as_json, out, only, model, force):
+@click.option("--smoke", is_flag=True, help="Plan the smoke run (see `svdrender render --help`).")
+def plan_command(recipe, as_json, out, only, model, force, smoke):
     """List the jobs RECIPE would render, and which are already done."""
     from .plan import plan_json, plan_recipe
 
+    if smoke and model:
+        _fail(UsageError("--smoke renders on builtin:tiny; leave out --model"))
     try:
-        plan = plan_recipe(recipe, model=model, out=out, only=only, force=force)
+        plan = plan_recipe(recipe, model=model, out=out, only=only, force=force, smoke=smoke)
     except SvdrenderError as exc:
         _fail(exc)
     if as_json:

@@ -97,6 +97,10 @@ def classify(exc: BaseException, model_id: str, revision: str = "main") -> HubFa
     download = (f"download it once where there is network (`hf download {model_id}{flag}`), or set model.id to a "
                 "local folder")
     for e in found:
+        if isinstance(e, GatedRepoError) and _status(e) == 403:  # a valid token, but no access granted yet
+            return HubFailure(HubCause.GATED, f"model '{model_id}' is gated and your account has no access yet: "
+                                              f"accept its licence at {page} with the account your token belongs to "
+                                              "(HF_TOKEN or `hf auth login`)")
         if isinstance(e, GatedRepoError):
             return HubFailure(HubCause.GATED, f"model '{model_id}' is gated: accept its licence at {page} with your "
                                               f"Hugging Face account, then {login}")

@@ -13,6 +13,7 @@ from . import __version__, schedulers
 from .outputs import file_sha256
 from .errors import UsageError
 from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, suggest
+from .smoke import smoke_recipe
 
 # Bump when the bytes svdrender writes for the same frames change (encoder settings, sidecar layout).
 OUTPUT_FORMAT_VERSION = 1
@@ -222,8 +223,6 @@ def plan_recipe(path: Path, *, model: str | None = None, out: Path | None = None
     """
     recipe = load_recipe(path, model_override=model, out_override=out, check_images=check_images)
     if smoke:
-        from .smoke import smoke_recipe
-
         recipe = smoke_recipe(recipe)
     plan = make_plan(recipe, only=tuple(only), force=force)
     matched = {o for o in only for j in plan.jobs if j.id == o or j.item == o or j.id.startswith(o + "/")}

@@ -23,8 +23,8 @@ def test_public_model_is_verified_with_its_commit(online):
      "model 'acme/gated' is gated: accept its licence at {url}/acme/gated with your Hugging Face account, then "
      + TOKENS),
     (GATED, "main", "hf_licencenotaccepted", HubCause.GATED,
-     "model 'acme/gated' is gated: accept its licence at {url}/acme/gated with your Hugging Face account, then "
-     + TOKENS),
+     "model 'acme/gated' is gated and your account has no access yet: accept its licence at {url}/acme/gated with "
+     "the account your token belongs to (HF_TOKEN or `hf auth login`)"),
     (PUBLIC, "main", BAD_TOKEN, HubCause.BAD_TOKEN,
      "the hub refused your Hugging Face token (401 invalid credentials) for 'acme/svd': " + TOKENS
      + ", or unset HF_TOKEN for a public model"),
