@@ -63,3 +63,19 @@ def test_the_workflow_smoke_job_renders_every_job_of_product_shots(tmp_path):
         sidecar = json.loads((tmp_path / "renders" / "nightly-smoke" / (job["job_id"] + ".json")).read_text())
         assert sidecar["smoke"] is True and sidecar["model"]["id"] == "builtin:tiny"
         assert (sidecar["frame_count"], sidecar["width"], sidecar["height"]) == (4, 64, 64)
+
+
+def test_plan_smoke_and_the_model_option_refused(tmp_path):
+    from click.testing import CliRunner
+
+    from renderer.cli import main
+
+    path = _product_shots(tmp_path)
+    shown = CliRunner().invoke(main, ["plan", str(path), "--smoke"])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0] == (f"product_shots: 6 jobs (6 to render), model builtin:tiny, output "
+                                            f"{tmp_path / 'renders' / 'ps-smoke'}")
+    for command in (["plan", str(path)], [str(path)]):
+        refused = CliRunner().invoke(main, [*command, "--smoke", "--model", "acme/svd"])
+        assert refused.exit_code == 2
+        assert refused.output == "svdrender: --smoke renders on builtin:tiny; leave out --model\n"
