@@ -240,6 +240,7 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, f
         {"id": recipe.model.id, "requested_revision": recipe.model.revision},
         performance=engine.performance if engine is not None else {}, versions=versions(),
         recipe_path=str(recipe.path), recipe_sha256=recipe.sha256, recipe_git=git_commit(recipe.path),
+        smoke=recipe.smoke,
         cache_key=job.cache_key, cache_inputs=job.cache_inputs,
         fallback=(rendered.fallback or None) if rendered is not None else None,
         frame_count=int(rendered.frames.shape[0]) if rendered is not None else None, width=s.width,
@@ -402,7 +403,7 @@ def _run_record(plan: Plan, results: list[JobResult], exit_code: int, run_error:
         outcome, error = RUN_OK, None
     return RunRecord(recipe=str(plan.recipe.path), name=plan.recipe.name, outcome=outcome, error=error,
                      exit_code=exit_code, run_id=run_id(), started=_utc(started), finished=_utc(time.time()),
-                     model_loads=model_loads, processes=processes, jobs=tuple(jobs))
+                     model_loads=model_loads, processes=processes, jobs=tuple(jobs), smoke=plan.recipe.smoke)
 
 
 def _write_thumbnails(plan: Plan, todo: list[Job]) -> None:

@@ -64,7 +64,9 @@ def main():
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (overrides output.dir).")
 @click.option("--only", multiple=True, metavar="JOB_OR_ITEM",
               help="Render only this job id (item/preset/seed-N), item or item/preset; repeatable.")
-@click.option("--model", "model", metavar="ID", help="Override the model, e.g. builtin:tiny for a CPU smoke test.")
+@click.option("--model", "model", metavar="ID", help="Override the model, e.g. a local folder.")
+@click.option("--smoke", is_flag=True, help="Smoke run: every job on builtin:tiny at 64x64, 4 frames, 2 steps, "
+              "into OUTPUT_DIR-smoke (seconds on a CPU; real outputs are never touched).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--dry-run", is_flag=True, help="Validate and print the plan; render nothing.")
 @click.option("--force", is_flag=True, help="Render jobs even when their finished outputs are up to date.")
@@ -77,8 +79,8 @@ def main():
 @click.option("--compile/--no-compile", "compile_unet", default=None,
               help="Force torch.compile of the UNet on or off (default: the profile's choice).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the final summary line.")
-def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_failures, shard, profile, compile_unet,
-           quiet):
+def render(recipes, out, only, model, smoke, device, dry_run, force, fail_fast, max_failures, shard, profile,
+           compile_unet, quiet):
     """Render every job of RECIPE (item x preset x seed).
 
     Under `accelerate launch` or `torchrun`, each process renders its cost-balanced share on its own GPU.
@@ -91,9 +93,11 @@ def render(recipes, out, only, model, device, dry_run, force, fail_fast, max_fai
     prefer_passive_openmp()  # before anything imports torch (a multi-process launch does so right below)
     if out is not None and len(recipes) > 1:
         _fail(UsageError("--out takes one recipe at a time (each recipe needs its own output folder)"))
+    if smoke and model:
+        _fail(UsageError("--smoke renders on builtin:tiny; leave out --model"))
     try:
         part = parse_shard(shard) if shard else None
-        plans = [plan_recipe(path, model=model, out=out, only=only, force=force) for path in recipes]
+        plans = [plan_recipe(path, model=model, out=out, only=only, force=force, smoke=smoke) for path in recipes]
     except SvdrenderError as exc:
         _fail(exc)
     if part is not None:
@@ -170,12 +174,15 @@ def validate(recipes, quiet):
 @click.option("--only", multiple=True, metavar="JOB_OR_ITEM", help="Keep only matching jobs; repeatable.")
 @click.option("--model", "model", metavar="ID", help="Override the model.")
 @click.option("--force", is_flag=True, help="Plan as if nothing had been rendered yet.")
-def plan_command(recipe, as_json, out, only, model, force):
+@click.option("--smoke", is_flag=True, help="Plan the smoke run (see `svdrender render --help`).")
+def plan_command(recipe, as_json, out, only, model, force, smoke):
     """List the jobs RECIPE would render, and which are already done."""
     from .plan import plan_json, plan_recipe
 
+    if smoke and model:
+        _fail(UsageError("--smoke renders on builtin:tiny; leave out --model"))
     try:
-        plan = plan_recipe(recipe, model=model, out=out, only=only, force=force)
+        plan = plan_recipe(recipe, model=model, out=out, only=only, force=force, smoke=smoke)
     except SvdrenderError as exc:
         _fail(exc, rendering=False)
     if as_json:
@@ -256,8 +263,10 @@ def doctor(recipe):
     """Check this environment (versions, GPU, ffmpeg, hub cache) and RECIPE's model.
 
     \b
-    One line per check: ok, warn or fail. Exit codes: 0 rendering can work
-    here, 1 a check failed, 2 RECIPE is invalid.
+    One line per check: ok, warn, unknown (could not verify) or fail.
+    Exit codes: 0 verified, rendering can work here; 1 a check failed, a
+    render will fail; 2 RECIPE is invalid; 3 nothing failed but something
+    could not be verified (offline, or the hub unreachable).
     """
     from .doctor import run_doctor
 

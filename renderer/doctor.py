@@ -1,7 +1,8 @@
 """`svdrender doctor`: can this environment render, and this recipe's model load, before any GPU time is spent?
 
-One line per check, `ok`, `warn` or `fail`. Every import of torch, diffusers and transformers happens inside a
-check, so a broken install is reported as a failed check instead of a traceback.
+One line per check: `ok` (verified), `warn` (works, with a caveat), `unknown` (could not be verified: offline or
+the hub unreachable) or `fail` (a render will fail). Every import of torch, diffusers and transformers happens
+inside a check, so a broken install is reported as a failed check instead of a traceback.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE, RecipeError
+from .errors import EXIT_USAGE, RecipeError
 from .formats import FORMATS
-from .profiles import FAST_MIN_VRAM_GIB, choose_auto
 
 PACKAGES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "imageio-ffmpeg")
 # Packages whose declared requirements on each other are checked (what `pip check` would say about them).
 REQUIRING = ("svdrender", "diffusers", "transformers", "accelerate", "huggingface_hub")
+# Exit codes a CI step can branch on (EXIT_USAGE, 2: the recipe or the command line is invalid).
+EXIT_VERIFIED = 0  # every check passed or only warned: rendering can work here
+EXIT_WILL_FAIL = 1  # a check failed: a render would fail here
+EXIT_UNVERIFIED = 3  # nothing failed, but a check could not be verified (offline, or the hub unreachable)
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -29,12 +33,12 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 class Check:
     """One line of the doctor's report."""
 
-    status: str  # ok | warn | fail
+    status: str  # ok | warn | unknown | fail
     name: str
     detail: str
 
     def __str__(self) -> str:
-        return f"{self.status:<4}  {self.name:<16} {self.detail}"
+        return f"{self.status:<7}  {self.name:<16} {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -170,17 +174,12 @@ def memory_profile(device_name: str, total_vram_gib: float) -> str:
     """The memory profile svdrender recommends for a device, with why."""
     if total_vram_gib <= 0:
         return "off (no GPU: float32 on the CPU)"
-    try:
-        from .performance import auto_settings
-    except ImportError:
-        auto_settings = None
-    if auto_settings is not None:
-        settings = auto_settings(device_name, total_vram_gib)
-        notes = [settings.dtype] + (["torch.compile"] if settings.compile else []) + (
-            [f"cpu offload: {settings.cpu_offload}"] if settings.cpu_offload != "none" else [])
-        return f"{settings.profile} ({', '.join(notes)}) for {device_name} with {total_vram_gib:.0f} GiB"
-    return (f"{choose_auto(total_vram_gib).profile} for {total_vram_gib:.0f} GiB of VRAM (fast ≥ {FAST_MIN_VRAM_GIB:g} GiB, "
-            "else low)")
+    from .performance import auto_settings  # only called once torch imported, so the engine's own table is there
+
+    settings = auto_settings(device_name, total_vram_gib)
+    notes = [settings.dtype] + (["torch.compile"] if settings.compile else []) + (
+        [f"cpu offload: {settings.cpu_offload}"] if settings.cpu_offload != "none" else [])
+    return f"{settings.profile} ({', '.join(notes)}) for {device_name} with {total_vram_gib:.0f} GiB"
 
 
 def ffmpeg_check(formats: tuple[str, ...] = ("mp4",)) -> Check:
@@ -250,7 +249,13 @@ def model_check(model, base_dir: Path) -> Check:
     if constants.HF_HUB_OFFLINE:
         return Check("fail", "model", f"{detail}, and HF_HUB_OFFLINE=1 forbids downloading it: download it once "
                                       f"where there is network (`hf download {model.id}`)")
-    return Check("warn", "model", f"{detail}; the first render downloads it into {constants.HF_HUB_CACHE}")
+    from . import hub
+
+    commit, failure = hub.probe(model.id, model.revision)
+    if failure is None:
+        return Check("ok", "model", f"{detail}; verified on {hub.endpoint()} (commit {commit}), the first render "
+                                    f"downloads it into {constants.HF_HUB_CACHE}")
+    return Check("unknown" if failure.unverifiable else "fail", "model", failure.message)
 
 
 def _missing_components(folder: Path, variant: str | None) -> list[str]:
@@ -291,7 +296,7 @@ def recipe_checks(path: Path) -> tuple[list[Check], bool]:
 
 
 def run_doctor(recipe: Path | None = None, echo: Callable[[str], None] = print) -> int:
-    """Print every check; 0 if rendering can work here, 1 if not, 2 if the recipe is invalid."""
+    """Print every check; return EXIT_VERIFIED, EXIT_WILL_FAIL, EXIT_USAGE (invalid recipe) or EXIT_UNVERIFIED."""
     checks = version_checks() + [import_check()] + device_checks() + hub_checks()
     valid = True
     if recipe is None:
@@ -303,8 +308,15 @@ def run_doctor(recipe: Path | None = None, echo: Callable[[str], None] = print) 
         echo(str(check).rstrip())
     failed = sum(1 for c in checks if c.status == "fail" and c.name)
     warned = sum(c.status == "warn" for c in checks)
-    echo(f"{failed} failed, {warned} warnings: " + ("rendering can work here" if not failed else
-                                                     "fix the failed checks before rendering"))
+    unknown = sum(c.status == "unknown" for c in checks)
+    counts = f"{failed} failed, {warned} warnings" + (f", {unknown} could not be verified" if unknown else "")
+    if failed:
+        verdict = "rendering will fail here: fix the failed checks before rendering"
+    elif unknown:
+        verdict = "rendering may work here, but not everything could be verified (offline or the hub unreachable)"
+    else:
+        verdict = "rendering can work here (verified)"
+    echo(f"{counts}: {verdict}")
     if not valid:
         return EXIT_USAGE
-    return EXIT_JOB_FAILED if failed else EXIT_OK
+    return EXIT_WILL_FAIL if failed else EXIT_UNVERIFIED if unknown else EXIT_VERIFIED

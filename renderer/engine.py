@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import images, performance, schedulers
+from . import hub, images, performance, schedulers
 from .errors import JobError, ModelUnavailableError
 from .plan import Job, model_revision
 from .profiles import JobWork, Shape, choose_auto
@@ -95,10 +95,6 @@ def resolve_dtype(requested: str, device: str) -> torch.dtype:
     return _DTYPES[requested]
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | None = None):
     """Load the pipeline a ModelSpec names (in `dtype` when given); raise ModelUnavailableError with one sentence."""
     start = time.perf_counter()
@@ -148,17 +144,21 @@ def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | No
 
 
 def _unavailable_message(model: ModelSpec, source: str, kind: str, exc: Exception) -> str:
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if kind == "local":
-        return f"model folder {source} cannot be loaded as a StableVideoDiffusionPipeline: {detail}"
+        return f"model folder {source} cannot be loaded as a StableVideoDiffusionPipeline: {_first_line(exc)}"
+    failure = hub.classify(exc, model.id, model.revision)
+    if failure is not None:
+        return failure.message
+    # Not a hub error (a broken cached file, an incompatible config): the innermost error says what is wrong, where
+    # the wrappers around it give advice for library authors.
     variant = f" (variant {model.variant})" if model.variant else ""
-    if _offline():
-        from huggingface_hub.constants import HF_HUB_CACHE
+    innermost = hub.chain(exc)[-1]
+    return f"model '{model.id}' revision '{model.revision}'{variant} could not be loaded: {_first_line(innermost)}"
 
-        return (f"model '{model.id}' revision '{model.revision}'{variant} is not in the local Hugging Face cache "
-                f"({HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 forbids downloading it: download it once where there is "
-                f"network (`hf download {model.id}`), or set model.id to a local folder")
-    return f"model '{model.id}' revision '{model.revision}'{variant} could not be loaded from the hub: {detail}"
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class PreparedClipInput:

@@ -17,6 +17,7 @@ from .records import CorruptRecord, read_sidecar
 from .errors import UsageError
 from .formats import FORMATS
 from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, suggest
+from .smoke import smoke_recipe
 
 # Bump when the bytes svdrender writes for the same frames change (encoder settings, sidecar layout).
 OUTPUT_FORMAT_VERSION = 1
@@ -249,12 +250,15 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
 
 
 def plan_recipe(path: Path, *, model: str | None = None, out: Path | None = None, only=(), force: bool = False,
-                check_images: bool = True) -> Plan:
-    """Load, validate and plan a recipe file, as `svdrender render/plan` and `renderer.render` do.
+                check_images: bool = True, smoke: bool = False) -> Plan:
+    """Load, validate and plan a recipe file, as `svdrender render/plan` and `renderer.render` do; `smoke` plans
+    the recipe as renderer.smoke rewrites it.
 
     An `only` entry that matches no job is a usage mistake (a typo would otherwise render nothing and exit 0).
     """
     recipe = load_recipe(path, model_override=model, out_override=out, check_images=check_images)
+    if smoke:
+        recipe = smoke_recipe(recipe)
     plan = make_plan(recipe, only=tuple(only), force=force)
     matched = {o for o in only for j in plan.jobs if j.id == o or j.item == o or j.id.startswith(o + "/")}
     missing = [o for o in only if o not in matched]

@@ -142,6 +142,7 @@ class Recipe:
     items: tuple[Item, ...]
     files: tuple[Path, ...]
     performance: tuple[tuple[str, Any], ...] = ()  # the recipe's `performance:` section, as written
+    smoke: bool = False  # rewritten by renderer.smoke for a --smoke run
 
 
 class _Collector:

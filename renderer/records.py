@@ -147,7 +147,7 @@ class Sidecar:
 def sidecar_json(*, version: str, job_id: str, item: str, preset: str, seed: int, status: str, error: str | None,
                  input_path: str, input_sha256: str, settings: dict, preset_spec: dict, scheduler: dict | None,
                  model: dict, performance: dict, versions: dict, recipe_path: str, recipe_sha256: str,
-                 recipe_git: dict | None, cache_key: str, cache_inputs: dict, fallback: list | None,
+                 recipe_git: dict | None, smoke: bool, cache_key: str, cache_inputs: dict, fallback: list | None,
                  frame_count: int | None, width: int, height: int, fps: int, frames_sha256: str | None,
                  files: list[dict], timings: dict, started: str, finished: str) -> dict[str, Any]:
     """A job sidecar's JSON document (the schema's `$defs/job`), keys in the order a reader expects them."""
@@ -156,7 +156,7 @@ def sidecar_json(*, version: str, job_id: str, item: str, preset: str, seed: int
         "seed": seed, "status": status, "error": error, "input": {"path": input_path, "sha256": input_sha256},
         "settings": settings, "preset_spec": preset_spec, "scheduler": scheduler, "model": model,
         "performance": performance, "versions": versions,
-        "recipe": {"path": recipe_path, "sha256": recipe_sha256, "git": recipe_git},
+        "recipe": {"path": recipe_path, "sha256": recipe_sha256, "git": recipe_git}, "smoke": smoke,
         "cache_key": cache_key, "cache_inputs": cache_inputs, "fallback": fallback, "frame_count": frame_count,
         "width": width, "height": height, "fps": fps, "frames_sha256": frames_sha256, "files": files,
         "timings": timings, "started": started, "finished": finished,
@@ -195,9 +195,10 @@ class RunRecord:
     model_loads: int
     processes: int
     jobs: tuple[PlannedJob, ...]
+    smoke: bool = False  # a --smoke run (builtin:tiny, tiny size, OUTPUT_DIR-smoke)
 
     def to_json(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "name": self.name, "outcome": self.outcome, "error": self.error,
+        return {"recipe": self.recipe, "name": self.name, "smoke": self.smoke, "outcome": self.outcome, "error": self.error,
                 "exit_code": self.exit_code, "run_id": self.run_id, "started": self.started,
                 "finished": self.finished, "model_loads": self.model_loads, "processes": self.processes,
                 "jobs": [{"job_id": j.job_id, "item": j.item, "preset": j.preset, "seed": j.seed, "status": j.status,
@@ -210,7 +211,7 @@ class RunRecord:
                    exit_code=data["exit_code"], run_id=data["run_id"], started=data["started"],
                    finished=data["finished"], model_loads=data["model_loads"], processes=data["processes"],
                    jobs=tuple(PlannedJob(j["job_id"], j["item"], j["preset"], j["seed"], j["status"], j["detail"])
-                              for j in data["jobs"]))
+                              for j in data["jobs"]), smoke=data.get("smoke", False))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ Only the engine (and benchmarks) import this module.
 
 from __future__ import annotations
 
+import threading
+
 # Same scheduler config that stabilityai/stable-video-diffusion-img2vid(-xt) ship, so presets resolve identically.
 SVD_SCHEDULER_CONFIG = {
     "beta_start": 0.00085,
@@ -56,6 +58,32 @@ _XT_CLIP = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=16
                 image_size=224, projection_dim=1024, hidden_act="gelu")
 
 
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
+def _seed_weights(model, generator) -> None:
+    """Draw every weight of `model` from `generator` alone, in registration order, so that the weights depend on the
+    seed only, never on what other threads do with the global RNG.
+
+    Weights and biases get PyTorch's default Linear/Conv init, U(±1/√fan_in); other parameters (embeddings, class
+    tokens) get N(0, 0.02) as CLIP initialises them; normalisation layers keep their constant init (ones, zeros).
+    """
+    import torch
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.GroupNorm, torch.nn.LayerNorm)):
+                continue
+            weight = getattr(module, "weight", None)
+            fan_in = weight[0].numel() if isinstance(weight, torch.Tensor) and weight.dim() >= 2 else None
+            for name, param in module.named_parameters(recurse=False):
+                if fan_in is not None and name in ("weight", "bias"):
+                    bound = fan_in ** -0.5
+                    param.uniform_(-bound, bound, generator=generator)
+                else:
+                    param.normal_(0.0, 0.02, generator=generator)
+
+
 def _build(device: str, unet: dict, vae: dict, clip: dict):
     """A StableVideoDiffusionPipeline of the real classes with these shapes and seeded weights, built on `device`."""
     import torch
@@ -73,14 +101,16 @@ def _build(device: str, unet: dict, vae: dict, clip: dict):
         from transformers import CLIPImageProcessor
 
     device = torch.device(device)
-    # Random init draws from the global RNG; fork it so building the model never disturbs the caller's RNG state.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
-        torch.manual_seed(TINY_SEED)
+    # The constructors draw their default init from the global RNG, which other threads share; those draws are
+    # thrown away (every weight is drawn again below from this build's own generator). fork_rng gives the caller's
+    # RNG state back, and the lock keeps two builds from restoring each other's state.
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
         unet_model = UNetSpatioTemporalConditionModel(**unet)
-        torch.manual_seed(TINY_SEED + 1)
         vae_model = AutoencoderKLTemporalDecoder(**vae)
-        torch.manual_seed(TINY_SEED + 2)
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip))
+    for offset, model in enumerate((unet_model, vae_model, image_encoder)):
+        _seed_weights(model, torch.Generator(device=device).manual_seed(TINY_SEED + offset))
+        model.eval()  # inference: a training-mode dropout would draw from the global RNG
     pipe = StableVideoDiffusionPipeline(
         vae=vae_model,
         image_encoder=image_encoder,
