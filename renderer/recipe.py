@@ -516,6 +516,10 @@ def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
         for preset_name in item.presets:
             preset = recipe.presets[preset_name]
             s = resolve_settings(recipe, preset, item)
+            message = schedulers.step_range_problem(preset.scheduler, s.num_inference_steps)
+            if message and (where := _origin_of(("num_inference_steps",), recipe, preset, item)) not in reported:
+                reported.add(where)
+                out.add(where, message)
             if s.min_guidance_scale > s.max_guidance_scale:
                 where = _origin_of(("min_guidance_scale", "max_guidance_scale"), recipe, preset, item)
                 if where not in reported:

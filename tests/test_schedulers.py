@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import math
 import pathlib
 import re
@@ -129,7 +130,7 @@ def test_presets_are_frozen_data():
         ({"sigmas": [700, "1", 0]}, [(("sigmas", 1), "sigmas must be numbers, got '1'")]),
         ({"sigmas": [700]}, [(("sigmas",), "sigmas needs at least 2 values: each step goes from one σ to the next")]),
         ({"sigmas": "karas"},
-         [(("sigmas",), "unknown σ schedule 'karas' (karras, exponential or ays); did you mean 'karras'?")]),
+         [(("sigmas",), "unknown σ schedule 'karas' (karras, exponential, ays or ays_min); did you mean 'karras'?")]),
         ({"sigmas": [700, 1, 0], "num_inference_steps": 25},
          [(("sigmas",), "3 σ make 2 steps but num_inference_steps is 25; leave num_inference_steps out")]),
         ({"scheduler": "dpmpp_2m_karras", "sigmas": "ays"},
@@ -221,12 +222,66 @@ def test_presets_table_lists_presets_and_refusals():
     table = presets_table()
     for preset in PRESETS.values():
         line = next(line for line in table.splitlines() if line.strip().startswith(preset.name + " "))
-        assert f"{preset.default_steps} steps" in line and preset.description in line
+        assert f"{preset.default_steps} calls" in line and preset.description in line
         for alias in preset.aliases:
             assert alias in table
     for item in REFUSED.values():
         assert f"{item.reason}; use '{item.suggestion}'" in table
     assert table.index("Refused") > table.index("dpmpp_2m_ays")
+
+
+def test_presets_table_shows_the_ladders_measured_accuracy():
+    published = json.loads(schedulers.PRESET_ACCURACY_FILE.read_text(encoding="utf-8"))["presets"]
+    lines = presets_table().splitlines()
+    for name in schedulers.LADDER:
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(name + " "))
+        ratios = ", ".join(f"{test} {ratio:.2f}" for test, ratio in published[name]["relative_error"].items())
+        assert lines[at + 1].strip() == f"error relative to euler at 25 calls: {ratios}"
+        assert lines[at + 2].strip() == "steps: 3 to 50"
+    assert [line.strip().split()[0] for line in lines if "error relative to euler" in line] == ["error"] * 3
+
+
+def test_ays_min_ends_at_sigma_min_and_keeps_nvidia_knots():
+    assert schedulers.ays_min_sigmas(10) == schedulers.AYS_SVD_SIGMAS
+    for n in (3, 6, 8, 13, 50):
+        sigmas = schedulers.ays_min_sigmas(n)
+        assert len(sigmas) == n + 1 and sigmas[0] == 700.0 and sigmas[-1] == 0.002
+        assert all(a > b for a, b in zip(sigmas, sigmas[1:]))
+    assert schedulers.ays_min_sigmas(20)[::2] == schedulers.AYS_SVD_SIGMAS
+
+
+@pytest.mark.parametrize("steps", [2, 51])
+@pytest.mark.parametrize("name", ["draft", "quick", "fine"])
+def test_ladder_presets_refuse_step_counts_outside_their_tested_range(name, steps):
+    with pytest.raises(ValueError) as error:
+        resolve({"scheduler": name, "num_inference_steps": steps})
+    assert str(error.value) == (f"num_inference_steps: '{name}' takes 3 to 50 steps (the range its accuracy is "
+                                f"tested over), got {steps}; for more, use 'dpmpp_2m_ays' or 'euler'")
+    assert resolved_steps({"scheduler": name, "num_inference_steps": 50}) == 50
+
+
+def test_recipe_with_a_ladder_preset_out_of_range_names_the_line(write_recipe):
+    from renderer.errors import RecipeError
+    from renderer.recipe import load_recipe
+
+    path = write_recipe("""
+        version: 1
+        model: builtin:tiny
+        output: {dir: out}
+        defaults: {num_inference_steps: 60}
+        presets:
+          mine: {scheduler: quick, num_inference_steps: 2}
+        items:
+          - {name: coffee, image: inputs/coffee.jpg, presets: [mine, draft, euler]}
+    """)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    assert str(error.value).splitlines() == [
+        f"{path}:4:33: $.defaults.num_inference_steps: 'draft' takes 3 to 50 steps (the range its accuracy is "
+        "tested over), got 60; for more, use 'dpmpp_2m_ays' or 'euler'",
+        f"{path}:6:49: $.presets.mine.num_inference_steps: 'quick' takes 3 to 50 steps (the range its accuracy is "
+        "tested over), got 2; for more, use 'dpmpp_2m_ays' or 'euler'",
+    ]
 
 
 # --- building real diffusers schedulers ---------------------------------------------------------------------------
@@ -405,3 +460,61 @@ def test_seed_scheduler_repoints_and_leaves_deterministic_schedulers_alone():
     deterministic, _ = build("dpmpp_2m_ays", SVD_SCHEDULER_CONFIG)
     seed_scheduler(deterministic, torch.Generator().manual_seed(5))
     assert "step" not in vars(deterministic)
+
+
+# --- every preset through the real CLI ------------------------------------------------------------------------------
+
+ALL_PRESETS_RECIPE = """
+version: 1
+model: builtin:tiny
+output: {dir: out}
+defaults: {width: 64, height: 64, num_frames: 4, decode_chunk_size: 4, seeds: [7]}
+items:
+  - name: coffee
+    image: inputs/coffee.jpg
+    presets: [%s]
+"""
+
+
+@pytest.fixture(scope="module")
+def all_presets_render(tmp_path_factory):
+    """Every built-in preset (the ladder and the SDE one included) rendered once through the CLI at its own steps."""
+    import shutil
+
+    from conftest import INPUTS, run_cli
+
+    root = tmp_path_factory.mktemp("all_presets")
+    shutil.copytree(INPUTS, root / "inputs")
+    (root / "recipe.yaml").write_text(ALL_PRESETS_RECIPE % ", ".join(PRESETS), encoding="utf-8")
+    first = run_cli(root / "recipe.yaml", "--quiet")
+    assert first.returncode == 0, first.stderr
+    return root
+
+
+def test_every_preset_renders_through_the_cli_with_its_own_steps(all_presets_render):
+    manifest = json.loads((all_presets_render / "out" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["counts"] == {"ok": len(PRESETS)}
+    jobs = {job["preset"]: job for job in manifest["jobs"]}
+    assert list(jobs) == list(PRESETS)
+    for name, job in jobs.items():
+        assert (all_presets_render / "out" / "coffee" / name / "seed-7.mp4").stat().st_size > 0
+        assert job["frame_count"] == 4
+        assert len(job["scheduler"]["sigmas"]) == PRESETS[name].default_steps + 1, name
+    assert jobs["quick"]["scheduler"]["sigmas"][-1] == 0.002  # the ladder ends at σ_min, not with a jump to 0
+    assert jobs["quick"]["scheduler"]["class"] == "IPNDMScheduler"
+
+
+def test_every_preset_reproduces_its_frames_by_seed(all_presets_render):
+    from conftest import run_cli
+
+    again = run_cli(all_presets_render / "recipe.yaml", "--out", all_presets_render / "again", "--quiet")
+    assert again.returncode == 0, again.stderr
+
+    def hashes(out: str) -> dict:
+        manifest = json.loads((all_presets_render / out / "manifest.json").read_text(encoding="utf-8"))
+        return {job["preset"]: job["frames_sha256"] for job in manifest["jobs"]}
+
+    first, second = hashes("out"), hashes("again")
+    assert first == second
+    ladder = [first[name] for name in ("euler", *schedulers.LADDER)]
+    assert len(set(ladder)) == len(ladder)  # the ladder's presets really sample differently
