@@ -345,7 +345,7 @@ PRESETS: dict[str, BuiltinPreset] = {
         ),
         BuiltinPreset(
             name="dpmpp_2m_ays",
-            description="DPM++ 2M on Align Your Steps σ: most accurate per UNet call (svdrender's sampler)",
+            description="DPM++ 2M on Align Your Steps σ (svdrender's sampler)",
             scheduler_class="DPMPP2MScheduler",
             scheduler_options=_options(),
             sigmas="ays",
@@ -357,7 +357,7 @@ PRESETS: dict[str, BuiltinPreset] = {
         # from 8 on, iPNDM of order 3 on AYS σ ending at σ_min.
         BuiltinPreset(
             name="draft",
-            description="6 UNet calls: DPM++ 2M on AYS σ, for previews",
+            description="DPM++ 2M on AYS σ at 6 calls: the fewest, for previews",
             scheduler_class="DPMPP2MScheduler",
             scheduler_options=_options(),
             sigmas="ays",
@@ -367,7 +367,7 @@ PRESETS: dict[str, BuiltinPreset] = {
         ),
         BuiltinPreset(
             name="quick",
-            description="8 UNet calls: iPNDM on AYS σ, more accurate than euler at 25",
+            description="iPNDM on AYS σ ending at σ_min: below euler-25's error on every test",
             scheduler_class="IPNDMScheduler",
             scheduler_options=_options(max_order=3),
             sigmas="ays_min",
@@ -377,7 +377,7 @@ PRESETS: dict[str, BuiltinPreset] = {
         ),
         BuiltinPreset(
             name="fine",
-            description="10 UNet calls: iPNDM on AYS σ",
+            description="iPNDM on AYS σ ending at σ_min: the most accurate step of the ladder",
             scheduler_class="IPNDMScheduler",
             scheduler_options=_options(max_order=3),
             sigmas="ays_min",
