@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from renderer import schedulers
@@ -297,6 +298,20 @@ def test_scheduler_class_table_matches_diffusers():
         module = samplers if cls.module == "renderer.samplers" else diffusers
         parameters = list(inspect.signature(getattr(module, cls.name).__init__).parameters)
         assert set(cls.init_keys) == set(parameters) - {"self"}, cls.name
+
+
+def test_ipndm_weights_are_adams_bashforth_on_any_steps():
+    from renderer.samplers.ipndm import adams_bashforth_weights
+
+    # Equal steps: PNDM's classic weights, in units of the step (σ runs downwards, so h < 0).
+    weights = adams_bashforth_weights([10.0, 11.0, 12.0], 10.0, 9.0)
+    assert weights == pytest.approx([-23 / 12, 16 / 12, -5 / 12])
+    # Unequal steps: exact for every quadratic slope, at SVD's σ scale.
+    nodes, start, end = [54.5, 700.0, 900.0], 54.5, 15.886
+    for coefficients in ([1.0, 0, 0], [0, 1.0, 0], [0.3, -0.2, 0.01]):
+        slope = np.polynomial.Polynomial(coefficients)
+        exact = slope.integ()(end) - slope.integ()(start)
+        assert sum(w * slope(n) for w, n in zip(adams_bashforth_weights(nodes, start, end), nodes)) == pytest.approx(exact)
 
 
 def test_ays_list_equals_diffusers():
