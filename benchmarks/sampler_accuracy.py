@@ -93,14 +93,17 @@ def main() -> int:
     return 0
 
 
-# Candidates the ladder was chosen from, at the ladder's budgets: (label, recipe preset without the step count).
+# Candidates the ladder was chosen from, at the ladder's budgets: (label, recipe preset without the step count, and
+# IPNDMScheduler arguments that are not recipe options).
 CANDIDATES = (
-    ("iPNDM order 3, AYS σ ending at σ_min (quick, fine)", {"scheduler": "quick"}),
-    ("iPNDM order 4, AYS σ ending at σ_min", {"scheduler": "quick", "max_order": 4}),
-    ("iPNDM order 3, AYS σ ending at 0", {"scheduler": "quick", "sigmas": "ays"}),
-    ("DPM++ 2M, AYS σ (draft, dpmpp_2m_ays)", {"scheduler": "dpmpp_2m_ays"}),
-    ("DPM++ 2M, Karras σ (dpmpp_2m_karras)", {"scheduler": "dpmpp_2m_karras"}),
-    ("Euler, Karras σ (euler)", {"scheduler": "euler"}),
+    ("iPNDM order 3 + corrector, AYS σ ending at σ_min (quick, fine)", {"scheduler": "quick"}, {}),
+    ("iPNDM order 4 + corrector, AYS σ ending at σ_min", {"scheduler": "quick"}, {"max_order": 4}),
+    ("iPNDM order 3, AYS σ ending at σ_min", {"scheduler": "quick"}, {"corrector": False}),
+    ("iPNDM order 4, AYS σ ending at σ_min", {"scheduler": "quick"}, {"max_order": 4, "corrector": False}),
+    ("iPNDM order 3, AYS σ ending at 0", {"scheduler": "quick", "sigmas": "ays"}, {"corrector": False}),
+    ("DPM++ 2M, AYS σ (draft, dpmpp_2m_ays)", {"scheduler": "dpmpp_2m_ays"}, {}),
+    ("DPM++ 2M, Karras σ (dpmpp_2m_karras)", {"scheduler": "dpmpp_2m_karras"}, {}),
+    ("Euler, Karras σ (euler)", {"scheduler": "euler"}, {}),
 )
 BUDGETS = (6, 8, 10)
 CONVERGENCE_STEPS = (3, 4, 6, 8, 10, 15, 25, 35, 50)
@@ -114,34 +117,37 @@ def measure_ladder(accuracy, schedulers) -> dict:
     tests = accuracy.MIXTURES
     reference = {name: accuracy.preset_nd_error(accuracy.REFERENCE, mixture) for name, mixture in tests.items()}
 
-    def relative(spec: dict, steps: int) -> dict:
+    def relative(spec: dict, steps: int, class_options: dict | None = None) -> dict:
         spec = {**spec, "num_inference_steps": steps}
-        order = spec.pop("max_order", None)
-        if order is None:
+        if not class_options:
             return {name: round(accuracy.preset_nd_error(spec, m) / reference[name], 3) for name, m in tests.items()}
+        resolved = schedulers.resolve(spec)
 
-        # An order other than the presets' is not a recipe option; build the class directly on the preset's σ.
+        # Arguments a recipe cannot set: build the class directly, on the preset's σ.
         def make():
-            return (IPNDMScheduler.from_config(SVD_SCHEDULER_CONFIG, max_order=order),
-                    schedulers.resolve(spec).call_kwargs())
+            options = {**dict(resolved.options), **class_options, "sigma_data": 1.0}
+            return IPNDMScheduler.from_config(SVD_SCHEDULER_CONFIG, **options), resolved.call_kwargs()
 
         return {name: round(accuracy.nd_error(make, m) / reference[name], 3) for name, m in tests.items()}
 
-    presets = {name: {"calls": schedulers.unet_calls(name), "relative_error": relative({"scheduler": name},
-                                                                                     schedulers.PRESETS[name].default_steps)}
+    presets = {name: {"calls": schedulers.unet_calls(name),
+                      "relative_error": relative({"scheduler": name}, schedulers.PRESETS[name].default_steps)}
                for name in schedulers.LADDER}
-    low, high = schedulers.LADDER_STEP_RANGE
+    convergence = {}
+    for name in _same_method(schedulers, schedulers.LADDER):
+        low, high = schedulers.PRESETS[name].step_range
+        steps = [n for n in CONVERGENCE_STEPS if low <= n <= high]
+        convergence[name] = {"range": [low, high], "steps": steps,
+                             "relative_error": [relative({"scheduler": name}, n) for n in steps]}
     return {
         "command": "python benchmarks/sampler_accuracy.py --write --markdown",
         "measure": (f"sliced Wasserstein distance to the exact mixture, {accuracy.SAMPLES} samples, "
                     f"{accuracy.DIRECTIONS} directions, float64, median of 3 seeds, relative to euler at 25 calls"),
         "reference": {"preset": "euler", "calls": 25, "error": {k: round(v, 5) for k, v in reference.items()}},
         "presets": presets,
-        "candidates": [{"label": label, "calls": n, "relative_error": relative(spec, n)}
-                       for n in BUDGETS for label, spec in CANDIDATES],
-        "ladder_steps": {"range": [low, high], "steps": list(CONVERGENCE_STEPS),
-                         "relative_error": {name: [relative({"scheduler": name}, n) for n in CONVERGENCE_STEPS]
-                                            for name in _same_method(schedulers, schedulers.LADDER)}},
+        "candidates": [{"label": label, "calls": n, "relative_error": relative(spec, n, options)}
+                       for n in BUDGETS for label, spec, options in CANDIDATES],
+        "ladder_steps": convergence,
     }
 
 
@@ -170,15 +176,12 @@ def ladder_markdown(ladder: dict) -> str:
     for c in ladder["candidates"]:
         lines.append(f"| {c['label']} | {c['calls']} | " + " | ".join(f"{c['relative_error'][t]:.2f}" for t in tests)
                      + " |")
-    steps = ladder["ladder_steps"]
-    low, high = steps["range"]
-    names = list(steps["relative_error"])
-    lines += ["", f"The ladder's methods over the step range they accept ({low}–{high}), error relative to euler at 25 "
-              "calls:", "", "| steps | " + " | ".join(f"{name}: {t}" for name in names for t in tests) + " |",
-              "|---:|" + "---:|" * (len(tests) * len(names))]
-    for i, n in enumerate(steps["steps"]):
-        lines.append(f"| {n} | " + " | ".join(f"{steps['relative_error'][name][i][t]:.3f}" for name in names
-                                             for t in tests) + " |")
+    for name, method in ladder["ladder_steps"].items():
+        low, high = method["range"]
+        lines += ["", f"`{name}`'s method over the step counts it accepts ({low}–{high}), error relative to euler at 25 "
+                  "calls:", "", "| steps | " + head[2:], "|---:|" + "---:|" * len(tests)]
+        for n, row in zip(method["steps"], method["relative_error"]):
+            lines.append(f"| {n} | " + " | ".join(f"{row[t]:.3f}" for t in tests) + " |")
     return "\n".join(lines)
 
 

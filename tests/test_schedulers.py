@@ -257,7 +257,7 @@ def test_ladder_presets_refuse_step_counts_outside_their_tested_range(name, step
     with pytest.raises(ValueError) as error:
         resolve({"scheduler": name, "num_inference_steps": steps})
     assert str(error.value) == (f"num_inference_steps: '{name}' takes 3 to 50 steps (the range its accuracy is "
-                                f"tested over), got {steps}; for more, use 'dpmpp_2m_ays' or 'euler'")
+                                f"tested over), got {steps}; 'dpmpp_2m_ays' and 'euler' take any count")
     assert resolved_steps({"scheduler": name, "num_inference_steps": 50}) == 50
 
 
@@ -279,9 +279,9 @@ def test_recipe_with_a_ladder_preset_out_of_range_names_the_line(write_recipe):
         load_recipe(path)
     assert str(error.value).splitlines() == [
         f"{path}:4:33: $.defaults.num_inference_steps: 'draft' takes 3 to 50 steps (the range its accuracy is "
-        "tested over), got 60; for more, use 'dpmpp_2m_ays' or 'euler'",
+        "tested over), got 60; 'dpmpp_2m_ays' and 'euler' take any count",
         f"{path}:6:49: $.presets.mine.num_inference_steps: 'quick' takes 3 to 50 steps (the range its accuracy is "
-        "tested over), got 2; for more, use 'dpmpp_2m_ays' or 'euler'",
+        "tested over), got 2; 'dpmpp_2m_ays' and 'euler' take any count",
     ]
 
 
@@ -312,6 +312,26 @@ def test_ipndm_weights_are_adams_bashforth_on_any_steps():
         slope = np.polynomial.Polynomial(coefficients)
         exact = slope.integ()(end) - slope.integ()(start)
         assert sum(w * slope(n) for w, n in zip(adams_bashforth_weights(nodes, start, end), nodes)) == pytest.approx(exact)
+
+
+def test_ipndm_corrector_runs_only_on_lists_it_converges_on():
+    from renderer.samplers import IPNDMScheduler
+    from renderer.samplers.ipndm import CORRECTOR_MIN_STEPS
+
+    def run(corrector: bool, steps: int) -> torch.Tensor:
+        scheduler = IPNDMScheduler(corrector=corrector)
+        scheduler.set_timesteps(sigmas=list(schedulers.ays_min_sigmas(steps)))
+        x = torch.linspace(-700.0, 700.0, 16, dtype=torch.float64)
+        for t in scheduler.timesteps:  # a denoiser that always answers 0.3: v = (0.3 − c_skip·x)/c_out
+            sigma = math.exp(4 * float(t))
+            inner = scheduler.scale_model_input(x, t) * math.sqrt(sigma**2 + 1)
+            v = (0.3 - inner / (sigma**2 + 1)) / (-sigma / math.sqrt(sigma**2 + 1))
+            x = scheduler.step(v, t, x).prev_sample
+        return x
+
+    short = CORRECTOR_MIN_STEPS - 1
+    assert torch.equal(run(True, short), run(False, short))
+    assert not torch.equal(run(True, CORRECTOR_MIN_STEPS), run(False, CORRECTOR_MIN_STEPS))
 
 
 def test_ays_list_equals_diffusers():
