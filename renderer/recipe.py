@@ -725,6 +725,12 @@ def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
         for preset_name in item.presets:
             preset = recipe.presets[preset_name]
             s = resolve_settings(recipe, preset, item)
+            steps = s.num_inference_steps
+            message = (schedulers.step_range_problem(preset.scheduler, steps)
+                       if isinstance(steps, int) and not isinstance(steps, bool) else None)
+            if message and (where := _origin_of(("num_inference_steps",), recipe, preset, item)) not in reported:
+                reported.add(where)
+                out.add(where, message)
             if not all(isinstance(v, (int, float)) for v in (s.min_guidance_scale, s.max_guidance_scale)):
                 continue
             if s.min_guidance_scale > s.max_guidance_scale:

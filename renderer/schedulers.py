@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -24,13 +25,16 @@ SVD_SIGMA_MAX = 700.0
 # A recipe preset without `scheduler:` samples with the model's own scheduler.
 DEFAULT_PRESET = "euler"
 
-SCHEDULE_NAMES = ("karras", "exponential", "ays")
+SCHEDULE_NAMES = ("karras", "exponential", "ays", "ays_min")
 
 # Align Your Steps (Sabour et al. 2024), NVIDIA's 10-step σ list for SVD. diffusers ships the same list with the final
 # 0.002 replaced by 0.0 (AysSchedules["StableDiffusionVideoSigmas"]); `ays_sigmas` does the same.
 AYS_SVD_SIGMAS = (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002)
 
 KARRAS_RHO = 7.0
+
+# The ladder's measured accuracy, written by `python benchmarks/sampler_accuracy.py --write`; shown by `presets`.
+PRESET_ACCURACY_FILE = Path(__file__).with_name("preset_accuracy.json")
 
 
 # --- σ schedules: n steps → n + 1 σ values, from σ_max down to a final 0 -------------------------------------------
@@ -61,6 +65,22 @@ def ays_sigmas(n: int) -> tuple[float, ...]:
         values.append(AYS_SVD_SIGMAS[j] if remainder == 0 else
                       math.exp(knots[j] + remainder / n * (knots[j + 1] - knots[j])))
     return tuple(values) + (0.0,)
+
+
+def ays_min_sigmas(n: int) -> tuple[float, ...]:
+    """Align Your Steps for SVD interpolated to n steps that end at σ_min = 0.002 instead of jumping to 0.
+
+    Every step is then a full multistep update (a step to 0 can only return the denoised sample), so n UNet calls
+    integrate the whole range; the σ = 0.002 left in the latents is below anything the VAE resolves.
+    """
+    knots = [math.log(s) for s in AYS_SVD_SIGMAS]
+    last = len(knots) - 1
+    values = []
+    for i in range(n + 1):
+        j, remainder = divmod(i * last, n)
+        values.append(AYS_SVD_SIGMAS[j] if remainder == 0 else
+                      math.exp(knots[j] + remainder / n * (knots[j + 1] - knots[j])))
+    return tuple(values)
 
 
 def _ramp(n: int) -> list[float]:
@@ -141,6 +161,17 @@ SCHEDULER_CLASSES: dict[str, SchedulerClass] = {
                 "exponential": MappingProxyType({"sigma_schedule": "exponential"}),
             }),
             sigma_list_alternative="dpmpp_2m_ays",
+        ),
+        SchedulerClass(
+            name="IPNDMScheduler",
+            module="renderer.samplers",
+            init_keys=("sigma_min", "sigma_max", "sigma_data", "prediction_type", "num_train_timesteps", "max_order",
+                       "corrector"),
+            required=MappingProxyType({"sigma_data": 1.0}),
+            options=(),
+            takes_sigma_list=True,
+            native_schedules=MappingProxyType({}),
+            sigma_list_alternative="quick",
         ),
         SchedulerClass(
             name="DPMPP2MScheduler",
@@ -231,6 +262,9 @@ class BuiltinPreset:
     default_steps: int
     aliases: tuple[str, ...] = ()
     stochastic: bool = False
+    # The step counts the accuracy test covers for this preset (inclusive); None: any. Outside it a multistep
+    # method is untested, so svdrender refuses it rather than guess.
+    step_range: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +275,10 @@ class Refusal:
     reason: str
     suggestion: str
     aliases: tuple[str, ...] = ()
+
+
+# The step counts the accuracy benchmark checks the ladder's methods over (they converge from 3 to 50 steps).
+LADDER_STEP_RANGE = (3, 50)
 
 
 def _options(**kwargs: Any) -> Mapping[str, Any]:
@@ -308,15 +346,50 @@ PRESETS: dict[str, BuiltinPreset] = {
         ),
         BuiltinPreset(
             name="dpmpp_2m_ays",
-            description="DPM++ 2M on Align Your Steps σ: most accurate per UNet call (svdrender's sampler)",
+            description="DPM++ 2M on Align Your Steps σ (svdrender's sampler)",
             scheduler_class="DPMPP2MScheduler",
             scheduler_options=_options(),
             sigmas="ays",
             default_steps=10,
             aliases=("DPM++ 2M AYS", "DPM++ 2M Align Your Steps", "DPMPP2MScheduler"),
         ),
+        # The ladder by UNet-call budget: at each, the most accurate method and schedule on the 2-D and 4-D tests
+        # (benchmarks/sampler_accuracy.py; numbers in preset_accuracy.json). At 6 calls that is DPM++ 2M on AYS σ;
+        # from 8 on, iPNDM of order 3 with its corrector on AYS σ ending at σ_min.
+        BuiltinPreset(
+            name="draft",
+            description="DPM++ 2M on AYS σ at 6 calls: the fewest, for previews",
+            scheduler_class="DPMPP2MScheduler",
+            scheduler_options=_options(),
+            sigmas="ays",
+            default_steps=6,
+            aliases=("dpmpp_2m_ays_draft",),
+            step_range=LADDER_STEP_RANGE,
+        ),
+        BuiltinPreset(
+            name="quick",
+            description="corrected iPNDM on AYS σ ending at σ_min: about half euler-25's error",
+            scheduler_class="IPNDMScheduler",
+            scheduler_options=_options(max_order=3, corrector=True),
+            sigmas="ays_min",
+            default_steps=8,
+            aliases=("ipndm_quick", "ipndm_ays", "iPNDM AYS", "IPNDMScheduler"),
+            step_range=LADDER_STEP_RANGE,
+        ),
+        BuiltinPreset(
+            name="fine",
+            description="corrected iPNDM on AYS σ ending at σ_min: about a third of euler-25's error",
+            scheduler_class="IPNDMScheduler",
+            scheduler_options=_options(max_order=3, corrector=True),
+            sigmas="ays_min",
+            default_steps=10,
+            aliases=("ipndm_fine",),
+            step_range=LADDER_STEP_RANGE,
+        ),
     )
 }
+
+LADDER = ("draft", "quick", "fine")
 
 _INTEGER_T = "gives SVD's UNet integer timesteps instead of t = 0.25·ln σ (wrong videos, no error)"
 _LAST_STEP = "crashes at the last step with SVD's Karras config (IndexError)"
@@ -442,12 +515,12 @@ def _check_sigmas(sigmas: Any, preset: BuiltinPreset | None, steps: int | None, 
         if sigmas not in SCHEDULE_NAMES:
             close = difflib.get_close_matches(sigmas, SCHEDULE_NAMES, n=1)
             hint = f"did you mean '{close[0]}'?" if close else "write a list of σ instead"
-            problems.append((("sigmas",), f"unknown σ schedule '{sigmas}' (karras, exponential or ays); {hint}"))
+            problems.append((("sigmas",), f"unknown σ schedule '{sigmas}' ({', '.join(SCHEDULE_NAMES[:-1])} or {SCHEDULE_NAMES[-1]}); {hint}"))
         elif cls and sigmas not in cls.native_schedules and not cls.takes_sigma_list:
             problems.append((("sigmas",), _no_sigma_list(preset, cls, f"sigmas: {sigmas}")))
         return
     if not isinstance(sigmas, Sequence) or isinstance(sigmas, (str, bytes)):
-        problems.append((("sigmas",), "sigmas must be a list of σ or one of 'karras', 'exponential', 'ays'"))
+        problems.append((("sigmas",), "sigmas must be a list of σ or one of " + ", ".join(f"'{n}'" for n in SCHEDULE_NAMES)))
         return
     if cls and not cls.takes_sigma_list:
         problems.append((("sigmas",), _no_sigma_list(preset, cls, "a σ list")))
@@ -588,8 +661,13 @@ def resolve(preset: str | Mapping, base_config: Mapping | None = None) -> Resolv
             sigmas = karras_sigmas(steps, sigma_min, sigma_max, rho)
         elif schedule == "exponential":
             sigmas = exponential_sigmas(steps, sigma_min, sigma_max)
+        elif schedule == "ays_min":
+            sigmas = ays_min_sigmas(steps)
         else:
             sigmas = ays_sigmas(steps)
+    message = step_range_problem(builtin.name, steps)
+    if message:
+        raise ValueError(f"num_inference_steps: {message}")
     # A class makes its own karras/exponential schedule from a step count; everything else reaches it as σ values.
     pass_sigmas = schedule not in cls.native_schedules
     stochastic = str(options.get("algorithm_type", "")).startswith("sde-")
@@ -603,6 +681,18 @@ def resolve(preset: str | Mapping, base_config: Mapping | None = None) -> Resolv
         unet_calls=steps,  # every built-in sampler is single-step: one denoiser call per step
         stochastic=stochastic,
     )
+
+
+def step_range_problem(preset: str, steps: int) -> str | None:
+    """Why built-in preset `preset` refuses `steps` steps (outside the range its accuracy is tested over), or None."""
+    builtin = PRESETS.get(canonical_name(preset) or "")
+    if builtin is None or builtin.step_range is None or not isinstance(steps, int):
+        return None
+    low, high = builtin.step_range
+    if low <= steps <= high:
+        return None
+    return (f"'{builtin.name}' takes {low} to {high} steps (the range its accuracy is tested over), got {steps}; "
+            "'dpmpp_2m_ays' and 'euler' take any count")
 
 
 def _class_schedule(cls: SchedulerClass, options: Mapping, base: Mapping) -> str:
@@ -719,15 +809,34 @@ def _seeded_step(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 def presets_table() -> str:
     """What `svdrender presets` prints: built-in presets, then refused names with why and what to use instead."""
+    accuracy = _ladder_accuracy()
     width = max(len(name) for name in PRESETS)
     lines = ["Built-in scheduler presets (correct for SVD):", ""]
     for p in PRESETS.values():
-        lines.append(f"  {p.name:<{width}}  {p.default_steps:>3} steps  {p.description}")
+        lines.append(f"  {p.name:<{width}}  {unet_calls(p.name):>3} calls  {p.description}")
+        measured = accuracy.get(p.name)
+        if measured:
+            errors = ", ".join(f"{test} {ratio:.2f}" for test, ratio in measured.items())
+            lines.append(f"  {'':<{width}}             error relative to euler at 25 calls: {errors}")
+        if p.step_range:
+            lines.append(f"  {'':<{width}}             steps: {p.step_range[0]} to {p.step_range[1]}")
         if p.aliases:
             lines.append(f"  {'':<{width}}             aliases: {', '.join(p.aliases)}")
-    lines += ["", "  In a recipe, `sigmas:` takes karras, exponential, ays or a σ list; `num_inference_steps:` a count.",
-              "", "Refused (wrong for SVD):", ""]
+    lines += ["", "  In a recipe, `sigmas:` takes karras, exponential, ays, ays_min or a σ list; `num_inference_steps:` a "
+              "count.", "  Errors are measured on exact denoisers of 1-D, 2-D and 4-D Gaussian mixtures "
+              "(docs/schedulers.md).", "", "Refused (wrong for SVD):", ""]
     width = max(len(r.name) for r in REFUSED.values())
     for r in REFUSED.values():
         lines.append(f"  {r.name:<{width}}  {r.reason}; use '{r.suggestion}'")
     return "\n".join(lines) + "\n"
+
+
+def _ladder_accuracy() -> dict[str, dict[str, float]]:
+    # Package data written by the benchmark; a missing file (a source tree mid-regeneration) shows no numbers.
+    import json
+
+    try:
+        data = json.loads(PRESET_ACCURACY_FILE.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    return {name: dict(p["relative_error"]) for name, p in data["presets"].items()}

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import math
 import pathlib
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from renderer import schedulers
@@ -129,7 +131,7 @@ def test_presets_are_frozen_data():
         ({"sigmas": [700, "1", 0]}, [(("sigmas", 1), "sigmas must be numbers, got '1'")]),
         ({"sigmas": [700]}, [(("sigmas",), "sigmas needs at least 2 values: each step goes from one σ to the next")]),
         ({"sigmas": "karas"},
-         [(("sigmas",), "unknown σ schedule 'karas' (karras, exponential or ays); did you mean 'karras'?")]),
+         [(("sigmas",), "unknown σ schedule 'karas' (karras, exponential, ays or ays_min); did you mean 'karras'?")]),
         ({"sigmas": [700, 1, 0], "num_inference_steps": 25},
          [(("sigmas",), "3 σ make 2 steps but num_inference_steps is 25; leave num_inference_steps out")]),
         ({"scheduler": "dpmpp_2m_karras", "sigmas": "ays"},
@@ -221,12 +223,66 @@ def test_presets_table_lists_presets_and_refusals():
     table = presets_table()
     for preset in PRESETS.values():
         line = next(line for line in table.splitlines() if line.strip().startswith(preset.name + " "))
-        assert f"{preset.default_steps} steps" in line and preset.description in line
+        assert f"{preset.default_steps} calls" in line and preset.description in line
         for alias in preset.aliases:
             assert alias in table
     for item in REFUSED.values():
         assert f"{item.reason}; use '{item.suggestion}'" in table
     assert table.index("Refused") > table.index("dpmpp_2m_ays")
+
+
+def test_presets_table_shows_the_ladders_measured_accuracy():
+    published = json.loads(schedulers.PRESET_ACCURACY_FILE.read_text(encoding="utf-8"))["presets"]
+    lines = presets_table().splitlines()
+    for name in schedulers.LADDER:
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(name + " "))
+        ratios = ", ".join(f"{test} {ratio:.2f}" for test, ratio in published[name]["relative_error"].items())
+        assert lines[at + 1].strip() == f"error relative to euler at 25 calls: {ratios}"
+        assert lines[at + 2].strip() == "steps: 3 to 50"
+    assert [line.strip().split()[0] for line in lines if "error relative to euler" in line] == ["error"] * 3
+
+
+def test_ays_min_ends_at_sigma_min_and_keeps_nvidia_knots():
+    assert schedulers.ays_min_sigmas(10) == schedulers.AYS_SVD_SIGMAS
+    for n in (3, 6, 8, 13, 50):
+        sigmas = schedulers.ays_min_sigmas(n)
+        assert len(sigmas) == n + 1 and sigmas[0] == 700.0 and sigmas[-1] == 0.002
+        assert all(a > b for a, b in zip(sigmas, sigmas[1:]))
+    assert schedulers.ays_min_sigmas(20)[::2] == schedulers.AYS_SVD_SIGMAS
+
+
+@pytest.mark.parametrize("steps", [2, 51])
+@pytest.mark.parametrize("name", ["draft", "quick", "fine"])
+def test_ladder_presets_refuse_step_counts_outside_their_tested_range(name, steps):
+    with pytest.raises(ValueError) as error:
+        resolve({"scheduler": name, "num_inference_steps": steps})
+    assert str(error.value) == (f"num_inference_steps: '{name}' takes 3 to 50 steps (the range its accuracy is "
+                                f"tested over), got {steps}; 'dpmpp_2m_ays' and 'euler' take any count")
+    assert resolved_steps({"scheduler": name, "num_inference_steps": 50}) == 50
+
+
+def test_recipe_with_a_ladder_preset_out_of_range_names_the_line(write_recipe):
+    from renderer.errors import RecipeError
+    from renderer.recipe import load_recipe
+
+    path = write_recipe("""
+        version: 1
+        model: builtin:tiny
+        output: {dir: out}
+        defaults: {num_inference_steps: 60}
+        presets:
+          mine: {scheduler: quick, num_inference_steps: 2}
+        items:
+          - {name: coffee, image: inputs/coffee.jpg, presets: [mine, draft, euler]}
+    """)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    assert str(error.value).splitlines() == [
+        f"{path}:4:33: $.defaults.num_inference_steps: 'draft' takes 3 to 50 steps (the range its accuracy is "
+        "tested over), got 60; 'dpmpp_2m_ays' and 'euler' take any count",
+        f"{path}:6:49: $.presets.mine.num_inference_steps: 'quick' takes 3 to 50 steps (the range its accuracy is "
+        "tested over), got 2; 'dpmpp_2m_ays' and 'euler' take any count",
+    ]
 
 
 # --- building real diffusers schedulers ---------------------------------------------------------------------------
@@ -242,6 +298,40 @@ def test_scheduler_class_table_matches_diffusers():
         module = samplers if cls.module == "renderer.samplers" else diffusers
         parameters = list(inspect.signature(getattr(module, cls.name).__init__).parameters)
         assert set(cls.init_keys) == set(parameters) - {"self"}, cls.name
+
+
+def test_ipndm_weights_are_adams_bashforth_on_any_steps():
+    from renderer.samplers.ipndm import adams_bashforth_weights
+
+    # Equal steps: PNDM's classic weights, in units of the step (σ runs downwards, so h < 0).
+    weights = adams_bashforth_weights([10.0, 11.0, 12.0], 10.0, 9.0)
+    assert weights == pytest.approx([-23 / 12, 16 / 12, -5 / 12])
+    # Unequal steps: exact for every quadratic slope, at SVD's σ scale.
+    nodes, start, end = [54.5, 700.0, 900.0], 54.5, 15.886
+    for coefficients in ([1.0, 0, 0], [0, 1.0, 0], [0.3, -0.2, 0.01]):
+        slope = np.polynomial.Polynomial(coefficients)
+        exact = slope.integ()(end) - slope.integ()(start)
+        assert sum(w * slope(n) for w, n in zip(adams_bashforth_weights(nodes, start, end), nodes)) == pytest.approx(exact)
+
+
+def test_ipndm_corrector_runs_only_on_lists_it_converges_on():
+    from renderer.samplers import IPNDMScheduler
+    from renderer.samplers.ipndm import CORRECTOR_MIN_STEPS
+
+    def run(corrector: bool, steps: int) -> torch.Tensor:
+        scheduler = IPNDMScheduler(corrector=corrector)
+        scheduler.set_timesteps(sigmas=list(schedulers.ays_min_sigmas(steps)))
+        x = torch.linspace(-700.0, 700.0, 16, dtype=torch.float64)
+        for t in scheduler.timesteps:  # a denoiser that always answers 0.3: v = (0.3 − c_skip·x)/c_out
+            sigma = math.exp(4 * float(t))
+            inner = scheduler.scale_model_input(x, t) * math.sqrt(sigma**2 + 1)
+            v = (0.3 - inner / (sigma**2 + 1)) / (-sigma / math.sqrt(sigma**2 + 1))
+            x = scheduler.step(v, t, x).prev_sample
+        return x
+
+    short = CORRECTOR_MIN_STEPS - 1
+    assert torch.equal(run(True, short), run(False, short))
+    assert not torch.equal(run(True, CORRECTOR_MIN_STEPS), run(False, CORRECTOR_MIN_STEPS))
 
 
 def test_ays_list_equals_diffusers():
@@ -405,3 +495,64 @@ def test_seed_scheduler_repoints_and_leaves_deterministic_schedulers_alone():
     deterministic, _ = build("dpmpp_2m_ays", SVD_SCHEDULER_CONFIG)
     seed_scheduler(deterministic, torch.Generator().manual_seed(5))
     assert "step" not in vars(deterministic)
+
+
+# --- every preset through the real CLI ------------------------------------------------------------------------------
+
+LADDER_RECIPE = """
+version: 1
+model: builtin:tiny
+output: {dir: out}
+defaults: {width: 64, height: 64, num_frames: 4, decode_chunk_size: 4, seeds: [7]}
+presets:
+  sde: {scheduler: dpmpp_2m_sde_karras, num_inference_steps: 4}
+items:
+  - {name: coffee, image: inputs/coffee.jpg, presets: [draft, quick, fine, sde]}
+"""
+# The ladder at its own step counts, and a stochastic preset whose noise must come from the seed. The other presets
+# render through the CLI in test_cli.py and test_engine.py.
+RENDERED = {"draft": 6, "quick": 8, "fine": 10, "sde": 4}
+
+
+@pytest.fixture(scope="module")
+def ladder_render(tmp_path_factory):
+    """The ladder rendered once through the CLI (a subprocess, as a user runs it)."""
+    import shutil
+
+    from conftest import INPUTS, run_cli
+
+    root = tmp_path_factory.mktemp("ladder")
+    shutil.copytree(INPUTS, root / "inputs")
+    (root / "recipe.yaml").write_text(LADDER_RECIPE, encoding="utf-8")
+    first = run_cli(root / "recipe.yaml", "--quiet")
+    assert first.returncode == 0, first.stderr
+    return root
+
+
+def _jobs(root: pathlib.Path, out: str) -> dict:
+    manifest = json.loads((root / out / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["counts"] == {"ok": len(RENDERED)}
+    return {job["preset"]: job for job in manifest["jobs"]}
+
+
+def test_ladder_renders_through_the_cli_with_its_own_steps(ladder_render):
+    jobs = _jobs(ladder_render, "out")
+    assert sorted(jobs) == sorted(RENDERED)
+    for name, job in jobs.items():
+        assert (ladder_render / "out" / "coffee" / name / "seed-7.mp4").stat().st_size > 0
+        assert job["frame_count"] == 4
+        assert len(job["scheduler"]["sigmas"]) == RENDERED[name] + 1, name
+    assert jobs["quick"]["scheduler"]["class"] == "IPNDMScheduler"
+    assert jobs["quick"]["scheduler"]["sigmas"][-1] == 0.002  # it ends at σ_min, not with a jump to 0
+    assert jobs["draft"]["scheduler"]["class"] == "DPMPP2MScheduler"
+
+
+def test_ladder_and_sde_reproduce_their_frames_by_seed(ladder_render):
+    from conftest import run_cli
+
+    again = run_cli(ladder_render / "recipe.yaml", "--out", ladder_render / "again", "--quiet")
+    assert again.returncode == 0, again.stderr
+    first, second = _jobs(ladder_render, "out"), _jobs(ladder_render, "again")
+    hashes = {name: job["frames_sha256"] for name, job in first.items()}
+    assert hashes == {name: job["frames_sha256"] for name, job in second.items()}
+    assert len(set(hashes.values())) == len(hashes)  # and each preset really samples differently

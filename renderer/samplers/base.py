@@ -1,8 +1,8 @@
-"""svdrender's own diffusers scheduler: DPM-Solver++(2M) on any σ list, for EDM models such as SVD.
+"""The part every svdrender sampler shares: a diffusers scheduler that follows any σ list the EDM way, for SVD.
 
-diffusers' EDMDPMSolverMultistepScheduler only makes its own Karras/exponential schedule, and its
-DPMSolverMultistepScheduler hands SVD integer timesteps; neither runs DPM++ 2M on the Align Your Steps σ, which is the
-most accurate combination per UNet call we measured (docs/schedulers.md). Only the engine imports this module.
+SVD's UNet is conditioned on t = c_noise = 0.25·ln σ and predicts v under EDM preconditioning (Karras et al. 2022,
+table 1). diffusers' multistep schedulers either make their own σ or hand SVD integer timesteps; a subclass here only
+says how one step moves the sample from σ_i to σ_{i+1} given the denoised estimate, and inherits the rest.
 """
 
 from __future__ import annotations
@@ -19,18 +19,18 @@ from renderer.schedulers import karras_sigmas
 
 
 @dataclass
-class DPMPP2MSchedulerOutput(BaseOutput):
+class EDMSchedulerOutput(BaseOutput):
     """The sample at the next σ, and the denoiser's estimate of the clean sample at this one."""
 
     prev_sample: torch.Tensor
     pred_original_sample: torch.Tensor | None = None
 
 
-class DPMPP2MScheduler(SchedulerMixin, ConfigMixin):
-    """DPM-Solver++(2M) (Lu et al. 2022) in EDM form, on any σ list (k-diffusion's sample_dpmpp_2m).
+class EDMSigmaScheduler(SchedulerMixin, ConfigMixin):
+    """Base of svdrender's samplers: any σ list, continuous timesteps 0.25·ln σ, one UNet call per step.
 
     Works with `StableVideoDiffusionPipeline`: `set_timesteps(sigmas=[...])` takes σ values (n + 1 of them, a final 0
-    allowed), `timesteps` are SVD's c_noise = 0.25·ln σ, and the UNet runs once per step.
+    allowed), `timesteps` are SVD's c_noise = 0.25·ln σ. Subclasses implement `_update`.
     """
 
     _compatibles: list = []
@@ -48,9 +48,6 @@ class DPMPP2MScheduler(SchedulerMixin, ConfigMixin):
         if prediction_type not in ("v_prediction", "epsilon"):
             raise ValueError(f"prediction_type must be 'v_prediction' or 'epsilon', got {prediction_type!r}")
         self.num_inference_steps = None
-        self._step_index = None
-        self._begin_index = None
-        self._previous_denoised = None
         self._set_sigmas(karras_sigmas(num_train_timesteps, sigma_min, sigma_max), device=None)
 
     @property
@@ -92,7 +89,10 @@ class DPMPP2MScheduler(SchedulerMixin, ConfigMixin):
         self.timesteps = (0.25 * torch.log(self.sigmas[:-1])).to(dtype=torch.float32, device=device)
         self._step_index = None
         self._begin_index = None
-        self._previous_denoised = None
+        self._reset_history()
+
+    def _reset_history(self) -> None:
+        """Forget what earlier steps remembered (a new σ list starts a new trajectory)."""
 
     def _init_step_index(self, timestep) -> None:
         if self._begin_index is not None:
@@ -121,31 +121,25 @@ class DPMPP2MScheduler(SchedulerMixin, ConfigMixin):
         return c_skip * sample + c_out * model_output
 
     def step(self, model_output: torch.Tensor, timestep: float | torch.Tensor, sample: torch.Tensor,
-             return_dict: bool = True) -> DPMPP2MSchedulerOutput | tuple:
-        """One DPM-Solver++(2M) step from σ_i to σ_{i+1}; the first step is first order, a step to σ = 0 denoises."""
+             return_dict: bool = True) -> EDMSchedulerOutput | tuple:
+        """One step from σ_i to σ_{i+1} with the subclass's method."""
         if self._step_index is None:
             self._init_step_index(timestep)
         i = self._step_index
-        sigma, sigma_next = float(self.sigmas[i]), float(self.sigmas[i + 1])
-        # Upcast: fp16 latents at σ ≈ 700 would lose the data-scale detail the update adds.
-        x = sample.to(torch.float32)
-        denoised = self._denoised(model_output.to(torch.float32), x, sigma)
-        if sigma_next == 0:
-            prev = denoised
-        else:
-            h = math.log(sigma / sigma_next)  # step in λ = −ln σ
-            if self._previous_denoised is None:
-                estimate = denoised
-            else:
-                r = math.log(float(self.sigmas[i - 1]) / sigma) / h
-                estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * self._previous_denoised
-            prev = (sigma_next / sigma) * x - math.expm1(-h) * estimate
-        self._previous_denoised = denoised
+        # Upcast (never down): fp16 latents at σ ≈ 700 would lose the data-scale detail the update adds.
+        work = torch.promote_types(sample.dtype, torch.float32)
+        x = sample.to(work)
+        denoised = self._denoised(model_output.to(work), x, float(self.sigmas[i]))
+        prev = self._update(x, denoised, i)
         self._step_index += 1
-        prev = prev.to(model_output.dtype)
+        prev = prev.to(sample.dtype)
         if not return_dict:
             return (prev, denoised)
-        return DPMPP2MSchedulerOutput(prev_sample=prev, pred_original_sample=denoised)
+        return EDMSchedulerOutput(prev_sample=prev, pred_original_sample=denoised)
+
+    def _update(self, x: torch.Tensor, denoised: torch.Tensor, i: int) -> torch.Tensor:
+        """The sample at σ_{i+1} from the sample x at σ_i and its denoised estimate."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
