@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import os
-import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,9 +23,8 @@ from . import hub, images, performance, schedulers
 from .errors import JobError, ModelUnavailableError
 from .plan import Job, model_revision
 from .profiles import JobWork, Shape, choose_auto
-from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec
+from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec, is_hub_id
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -119,7 +117,7 @@ def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | No
         local = local if local.is_absolute() else base_dir / local
         if local.is_dir():
             source, resolved = str(local), "local"
-        elif _HUB_ID.match(model.id):
+        elif is_hub_id(model.id):
             source, resolved = model.id, model.revision
         else:
             raise ModelUnavailableError(f"model '{model.id}' is neither a local folder (looked in {local}) nor a "

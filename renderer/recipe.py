@@ -45,6 +45,11 @@ _Validator = jsonschema.validators.extend(
     type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _strict_integer))
 
 
+def is_hub_id(model_id: str) -> bool:
+    """Whether `model_id` has the shape of a Hugging Face hub repository id, `org/name`."""
+    return bool(_HUB_ID.match(model_id)) and ".." not in model_id and "--" not in model_id
+
+
 @lru_cache(maxsize=1)
 def schema() -> dict:
     """The recipe JSON Schema (schemas/recipe.schema.json)."""
@@ -435,7 +440,7 @@ def _check_model(data: dict, base_dir: Path, out: _Collector) -> None:
             out.add(where, f"model folder {model_id} has no model_index.json; a local model is a folder saved with "
                            "save_pretrained (or downloaded with `hf download`)")
         return
-    if _HUB_ID.match(model_id) and ".." not in model_id and "--" not in model_id:
+    if is_hub_id(model_id):
         return
     if model_id.startswith((".", "/", "~")) or is_file(local):
         out.add(where, f"model folder {model_id} does not exist (looked for {local}); fix the path, or use a hub id "
