@@ -27,8 +27,8 @@ from .lock import HeldLock, output_lock
 from .outputs import (frames_sha256, kill_encoders, retract_sidecar, run_id, sweep_temporaries, write_input_thumbnail,
                       write_outputs, write_sidecar)
 from .plan import Job, Plan, decide, recheck, with_cache_key
-from .records import (NOT_RUN, OK, RUN_FAILED, RUN_INTERRUPTED, RUN_OK, SKIPPED, PlannedJob, RunRecord,
-                      sidecar_json)
+from .records import (NOT_RUN, OK, OTHER_PROCESS, RUN_FAILED, RUN_INTERRUPTED, RUN_OK, SKIPPED, PlannedJob,
+                      RunRecord, sidecar_json)
 from .report import check_own_files, summary_table, write_manifest
 from .shards import select
 
@@ -392,7 +392,7 @@ def _run_record(plan: Plan, results: list[JobResult], exit_code: int, run_error:
         if result is not None:
             jobs.append(PlannedJob(job.id, job.item, job.preset, job.seed, result.status, result.detail))
         elif processes > 1:
-            jobs.append(PlannedJob(job.id, job.item, job.preset, job.seed, SKIPPED, "rendered by another process"))
+            jobs.append(PlannedJob(job.id, job.item, job.preset, job.seed, SKIPPED, OTHER_PROCESS))
         else:
             jobs.append(PlannedJob(job.id, job.item, job.preset, job.seed, NOT_RUN, why_not_run))
     if exit_code >= 128:

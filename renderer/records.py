@@ -25,6 +25,8 @@ MAX_RECORD_BYTES = 64 * 1024 * 1024
 # Job statuses: the first three are what a sidecar can record; the run record adds "skipped" and "not run"; a
 # report shows "corrupt" for a job the run finished whose sidecar is now missing or malformed.
 OK, FAILED, INTERRUPTED, SKIPPED, NOT_RUN, CORRUPT = "ok", "failed", "interrupted", "skipped", "not run", "corrupt"
+# A planned job that another process of the same render (accelerate, torchrun) was to render.
+OTHER_PROCESS = "rendered by another process"
 # Run outcomes.
 RUN_OK, RUN_FAILED, RUN_INTERRUPTED = "ok", "failed", "interrupted"
 
@@ -254,6 +256,9 @@ class Manifest:
             if job.status in (NOT_RUN, FAILED, INTERRUPTED):
                 # This run's word wins: a sidecar an earlier run left does not make a job that never ran look done.
                 status, error = job.status, job.detail or (sidecar.error if sidecar is not None else None)
+            elif sidecar is None and job.detail == OTHER_PROCESS:
+                # Its process stopped before rendering it (a machine died): nothing of it exists yet.
+                status, error = NOT_RUN, "not run: the process that was to render it stopped before the end"
             elif sidecar is None:
                 status, error = CORRUPT, "its sidecar is missing or corrupt: the next run renders it again"
             else:

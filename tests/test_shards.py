@@ -262,7 +262,9 @@ def test_a_machine_dying_mid_batch_and_the_rerun(launch_recipe, reference, tmp_p
     frames, manifest = _frames(out)
     kept = set(frames)
     assert set(shares[0]) | {shares[1][0]} <= kept and not set(shares[1]) <= kept
-    assert manifest["counts"] == {"ok": len(kept)} and frames == {job: reference[job] for job in kept}
+    # The dead node's other jobs are listed as never run, so the run reads as failed.
+    assert manifest["counts"] == {"ok": len(kept), "not run": len(reference) - len(kept)}
+    assert manifest["run"]["outcome"] == "failed" and frames == {job: reference[job] for job in kept}
 
     # The same command again on both machines renders only the rest.
     with two_machines(launch_recipe, [out, out], tmp_path / "rerun-logs") as machines:
