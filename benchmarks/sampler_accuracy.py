@@ -101,7 +101,8 @@ CANDIDATES = (
     ("iPNDM order 3, AYS σ ending at σ_min", {"scheduler": "quick"}, {"corrector": False}),
     ("iPNDM order 4, AYS σ ending at σ_min", {"scheduler": "quick"}, {"max_order": 4, "corrector": False}),
     ("iPNDM order 3, AYS σ ending at 0", {"scheduler": "quick", "sigmas": "ays"}, {"corrector": False}),
-    ("DPM++ 2M, AYS σ (draft, dpmpp_2m_ays)", {"scheduler": "dpmpp_2m_ays"}, {}),
+    ("DPM++ 2M, AYS σ spaced for n + ½ steps (draft)", {"scheduler": "draft"}, {}),
+    ("DPM++ 2M, AYS σ (dpmpp_2m_ays)", {"scheduler": "dpmpp_2m_ays"}, {}),
     ("DPM++ 2M, Karras σ (dpmpp_2m_karras)", {"scheduler": "dpmpp_2m_karras"}, {}),
     ("Euler, Karras σ (euler)", {"scheduler": "euler"}, {}),
 )

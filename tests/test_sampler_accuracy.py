@@ -196,12 +196,14 @@ def test_quick_at_8_calls_is_at_most_euler_25s_error_on_every_test(reference_err
     assert max(relative.values()) <= 0.65, relative  # measured 0.52 / 0.54 / 0.55
 
 
-def test_draft_at_6_calls_beats_euler_25_on_the_multidimensional_tests(reference_errors):
-    # The 1-D test is the one the multi-dimensional tests overrule below 10 calls (its errors partly cancel): there
-    # draft is 1.8× euler-25's error, and no 6-call method we tried is below 1.3× on all three (docs/schedulers.md).
+def test_draft_at_6_calls_is_at_most_euler_25s_error_on_every_test(reference_errors):
+    # Issue 25's bar for the ≤ 6-call preset: at most euler-25's error (ratio 1.0) on the 1-D, 2-D and 4-D tests.
+    # The bound is tighter than the bar and looser than the measurement by the same ~15 %: the seed median moves ±3 %,
+    # and draft's 1-D ratio moves with the last σ before 0 (0.71–0.85 for offsets 0.4–0.75 instead of its ½), so a
+    # bound at 0.75 would pin that partial cancellation rather than the sampler.
     assert schedulers.unet_calls("draft") == 6
-    relative = relative_errors(reference_errors, "draft", tests=("2-D", "4-D"))
-    assert max(relative.values()) <= 0.8, relative  # measured 0.63 / 0.71
+    relative = relative_errors(reference_errors, "draft")
+    assert max(relative.values()) <= 0.85, relative  # measured 0.74 / 0.56 / 0.56
 
 
 def test_fine_at_10_calls_is_under_half_euler_25s_error_on_the_multidimensional_tests(reference_errors):
