@@ -79,8 +79,8 @@ def main() -> int:
                   f"  by preset {result['steady_path_by_preset_s']}", flush=True)
             if result["exit_code"]:
                 print(result["stderr_tail"], file=sys.stderr)
-    if args.json:
-        args.json.write_text(json.dumps({"recipe": str(args.recipe), "runs": results}, indent=2) + "\n")
+            if args.json:  # after every run, so a run cut short by a time limit keeps the ones before it
+                args.json.write_text(json.dumps({"recipe": str(args.recipe), "runs": results}, indent=2) + "\n")
     return 0
 
 
