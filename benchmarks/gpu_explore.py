@@ -29,7 +29,7 @@ from gpu_throughput import build_full_pipeline  # noqa: E402
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", required=True)
-    p.add_argument("--tiny", action="store_true", help="use renderer.tiny on the CPU (smoke test)")
+    p.add_argument("--tiny", action="store_true", help="use renderer.builtin_models on the CPU (smoke test)")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--skip-compile", action="store_true")
     p.add_argument("--mode", choices=("full", "quick", "low"), default="full",
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         print(f"[{results['elapsed_s']:7.1f}s] {stage}: {json.dumps(value)[:600]}", flush=True)
 
     if args.tiny:
-        from renderer.tiny import build_tiny_pipeline
+        from renderer.builtin_models import build_tiny_pipeline
 
         pipe = build_tiny_pipeline()
         device, dtype = torch.device("cpu"), torch.float32

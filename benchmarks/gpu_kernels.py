@@ -242,7 +242,7 @@ def main(argv=None) -> int:
     from renderer import performance
 
     if args.tiny:
-        from renderer.tiny import build_tiny_pipeline
+        from renderer.builtin_models import build_tiny_pipeline
 
         pipe = build_tiny_pipeline()
         device, dtype, frames, lh, lw = torch.device("cpu"), torch.float32, 8, 8, 8

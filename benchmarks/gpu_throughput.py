@@ -101,7 +101,7 @@ def parse_args(argv=None):
 def build_full_pipeline(device: torch.device, dtype: torch.dtype):
     """Full-size SVD-XT (UNet 1.52 B, temporal VAE 97.7 M, CLIP ViT-H 632 M) with seeded random weights on `device`:
     the engine's builtin:svd-xt-random, so the benchmark and `svdrender` time the same model."""
-    from renderer.tiny import build_svd_xt_random
+    from renderer.builtin_models import build_svd_xt_random
 
     pipe = build_svd_xt_random(device, dtype)
     pipe.to(device=device, dtype=dtype)
@@ -237,7 +237,7 @@ def run_plain(plan, args, device, dtype, out_dir: Path) -> tuple[dict, dict]:
 
     t0 = time.perf_counter()
     if args.tiny:
-        from renderer.tiny import build_tiny_pipeline
+        from renderer.builtin_models import build_tiny_pipeline
 
         pipe = build_tiny_pipeline().to(device=device, dtype=dtype)
     else:
@@ -384,7 +384,7 @@ def summarize(name: str, rep: dict, n: int, flop: float | None, plain_spv: float
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.tiny:
-        from renderer.tiny import TINY_NUM_FRAMES, TINY_VAE_SCALE
+        from renderer.builtin_models import TINY_NUM_FRAMES, TINY_VAE_SCALE
 
         args.frames = args.frames or TINY_NUM_FRAMES
         args.height = args.height or 16 * TINY_VAE_SCALE

@@ -49,8 +49,8 @@ def main() -> int:
 
     torch.set_num_threads(1)  # tiny tensors: more threads only add synchronisation
 
-    from renderer import schedulers
-    from renderer.tiny import SVD_SCHEDULER_CONFIG
+    from renderer import scheduler_presets
+    from renderer.builtin_models import SVD_SCHEDULER_CONFIG
 
     diffusers.utils.logging.set_verbosity_error()
     accuracy = _load("accuracy_mixture", ROOT / "tests" / "accuracy_mixture.py")
@@ -62,10 +62,10 @@ def main() -> int:
         print(f"\n## W1 error by UNet calls, {label}: {mixture}\n")
         print("| preset | " + " | ".join(str(n) for n in steps) + " |")
         print("|---|" + "---:|" * len(steps))
-        for name, group in _same_method(schedulers, schedulers.PRESETS).items():
+        for name, group in _same_method(schedulers, scheduler_presets.PRESETS).items():
             cells = []
             for n in steps:
-                scheduler, kwargs = schedulers.build({"scheduler": name, "num_inference_steps": n},
+                scheduler, kwargs = scheduler_presets.build({"scheduler": name, "num_inference_steps": n},
                                                      SVD_SCHEDULER_CONFIG)
                 cells.append(f"{bench.error(scheduler, kwargs):.4f}")
             print(f"| {', '.join(group)} | " + " | ".join(cells) + " |")
@@ -84,10 +84,10 @@ def main() -> int:
     ladder = measure_ladder(accuracy, schedulers)
     print("\n" + ladder_markdown(ladder))
     if args.write:
-        schedulers.PRESET_ACCURACY_FILE.write_text(json.dumps(ladder, indent=1, ensure_ascii=False) + "\n")
-        print(f"wrote {schedulers.PRESET_ACCURACY_FILE.relative_to(ROOT)}")
+        scheduler_presets.PRESET_ACCURACY_FILE.write_text(json.dumps(ladder, indent=1, ensure_ascii=False) + "\n")
+        print(f"wrote {scheduler_presets.PRESET_ACCURACY_FILE.relative_to(ROOT)}")
     if args.markdown:
-        _replace_generated(ROOT / "docs" / "schedulers.md", ladder_markdown(ladder))
+        _replace_generated(ROOT / "docs" / "scheduler_presets.md", ladder_markdown(ladder))
         print("wrote docs/schedulers.md")
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
@@ -113,7 +113,7 @@ CONVERGENCE_STEPS = (3, 4, 6, 8, 10, 15, 25, 35, 50)
 def measure_ladder(accuracy, schedulers) -> dict:
     """Errors of the ladder and its candidates relative to Euler at 25 calls, as stored in preset_accuracy.json."""
     from renderer.samplers import IPNDMScheduler
-    from renderer.tiny import SVD_SCHEDULER_CONFIG
+    from renderer.builtin_models import SVD_SCHEDULER_CONFIG
 
     tests = accuracy.MIXTURES
     reference = {name: accuracy.preset_nd_error(accuracy.REFERENCE, mixture) for name, mixture in tests.items()}
@@ -122,7 +122,7 @@ def measure_ladder(accuracy, schedulers) -> dict:
         spec = {**spec, "num_inference_steps": steps}
         if not class_options:
             return {name: round(accuracy.preset_nd_error(spec, m) / reference[name], 3) for name, m in tests.items()}
-        resolved = schedulers.resolve(spec)
+        resolved = scheduler_presets.resolve(spec)
 
         # Arguments a recipe cannot set: build the class directly, on the preset's σ.
         def make():
@@ -131,12 +131,12 @@ def measure_ladder(accuracy, schedulers) -> dict:
 
         return {name: round(accuracy.nd_error(make, m) / reference[name], 3) for name, m in tests.items()}
 
-    presets = {name: {"calls": schedulers.unet_calls(name),
-                      "relative_error": relative({"scheduler": name}, schedulers.PRESETS[name].default_steps)}
-               for name in schedulers.LADDER}
+    presets = {name: {"calls": scheduler_presets.unet_calls(name),
+                      "relative_error": relative({"scheduler": name}, scheduler_presets.PRESETS[name].default_steps)}
+               for name in scheduler_presets.LADDER}
     convergence = {}
-    for name in _same_method(schedulers, schedulers.LADDER):
-        low, high = schedulers.PRESETS[name].step_range
+    for name in _same_method(schedulers, scheduler_presets.LADDER):
+        low, high = scheduler_presets.PRESETS[name].step_range
         steps = [n for n in CONVERGENCE_STEPS if low <= n <= high]
         convergence[name] = {"range": [low, high], "steps": steps,
                              "relative_error": [relative({"scheduler": name}, n) for n in steps]}
@@ -156,7 +156,7 @@ def _same_method(schedulers, names) -> dict[str, list[str]]:
     """Presets grouped by method and schedule (they differ only in their default step count), first name → all."""
     groups: dict[tuple, list[str]] = {}
     for name in names:
-        p = schedulers.PRESETS[name]
+        p = scheduler_presets.PRESETS[name]
         groups.setdefault((p.scheduler_class, tuple(p.scheduler_options.items()), p.sigmas), []).append(name)
     return {group[0]: group for group in groups.values()}
 

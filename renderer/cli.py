@@ -202,9 +202,9 @@ def schema(manifest):
 @main.command()
 def presets():
     """List built-in scheduler presets, and the schedulers svdrender refuses for SVD."""
-    from . import schedulers
+    from . import scheduler_presets
 
-    click.echo(schedulers.presets_table())
+    click.echo(scheduler_presets.presets_table())
 
 
 REPORT_EXIT_CODES_HELP = """\b

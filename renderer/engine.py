@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from . import hub, images, performance, schedulers
+from . import hub, images, performance, scheduler_presets
 from .errors import JobError, ModelUnavailableError
 from .plan import Job, model_revision
 from .profiles import JobWork, Shape, choose_auto
@@ -98,14 +98,14 @@ def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | No
     start = time.perf_counter()
     dtype = resolve_dtype(dtype or model.dtype, device)
     if model.is_builtin:
-        from . import tiny
+        from . import builtin_models
 
         if model.id == BUILTIN_TINY:
-            pipe = tiny.build_tiny_pipeline()
+            pipe = builtin_models.build_tiny_pipeline()
             if dtype != torch.float32:
                 pipe.to(dtype=dtype)
         elif model.id == BUILTIN_SVD_XT_RANDOM:
-            pipe = tiny.build_svd_xt_random(device, dtype)
+            pipe = builtin_models.build_svd_xt_random(device, dtype)
         else:
             raise ModelUnavailableError(f"unknown built-in model '{model.id}'; built-in models are {BUILTIN_TINY} "
                                         f"and {BUILTIN_SVD_XT_RANDOM}")
@@ -312,7 +312,7 @@ class Engine:
         initial_latents = None
         if draws is not None:
             initial_latents, after_draws = draws
-            schedulers.seed_scheduler(scheduler, after_draws)
+            scheduler_presets.seed_scheduler(scheduler, after_draws)
         timings["prepare"] = time.perf_counter() - t0
 
         def step_end(pipe, i, t, kwargs):
@@ -388,9 +388,9 @@ class Engine:
 
     def _sampler(self, job: Job):
         """A fresh scheduler on the pipeline, its call arguments, and the job's seeded CPU generator."""
-        scheduler, call_kwargs = schedulers.build(job.scheduler, self._base_scheduler_config)
+        scheduler, call_kwargs = scheduler_presets.build(job.scheduler, self._base_scheduler_config)
         generator = torch.Generator(device="cpu").manual_seed(job.seed)
-        schedulers.seed_scheduler(scheduler, generator)
+        scheduler_presets.seed_scheduler(scheduler, generator)
         self.pipe.scheduler = scheduler
         return scheduler, call_kwargs, generator
 

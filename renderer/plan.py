@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from . import __version__, schedulers
+from . import __version__, scheduler_presets
 from .outputs import file_sha256
 from .paths import is_inside
 from .records import CorruptRecord, read_sidecar
@@ -39,7 +39,7 @@ class Job:
     image_display: str
     image_sha256: str
     settings: Settings
-    scheduler: dict = field(hash=False, compare=False)  # the mapping schedulers.build takes
+    scheduler: dict = field(hash=False, compare=False)  # the mapping scheduler_presets.build takes
     preset_description: str = ""
     outputs: dict = field(default_factory=dict, hash=False, compare=False)  # format → final path
     sidecar: Path = Path()
@@ -229,7 +229,7 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
             settings = resolve_settings(recipe, preset, item)
             scheduler = preset.scheduler_spec(settings.num_inference_steps)
             # An explicit σ list sets the step count itself; settings (and cost, manifests) must say what runs.
-            steps = schedulers.resolved_steps(scheduler)
+            steps = scheduler_presets.resolved_steps(scheduler)
             if steps != settings.num_inference_steps:
                 settings = replace(settings, num_inference_steps=steps)
                 scheduler = preset.scheduler_spec(steps)

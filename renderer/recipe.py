@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import jsonschema.validators
 
-from . import images, schedulers
+from . import images, scheduler_presets
 from .errors import ImageError, Problem, RecipeError
 from .paths import GlobRefused, glob_files, is_dir, is_file, is_inside, name_problem, repository_root
 from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
@@ -110,7 +110,7 @@ class Preset:
     builtin: bool
 
     def scheduler_spec(self, num_inference_steps: int) -> dict:
-        """The mapping `schedulers.build` takes for this preset at a given step count."""
+        """The mapping `scheduler_presets.build` takes for this preset at a given step count."""
         spec: dict[str, Any] = {"scheduler": self.scheduler, "num_inference_steps": num_inference_steps}
         if self.sigmas is not None:
             spec["sigmas"] = list(self.sigmas) if isinstance(self.sigmas, tuple) else self.sigmas
@@ -356,7 +356,7 @@ def _report_schema_error(error, out: _Collector) -> None:
         for key in value:
             if key in allowed:
                 continue
-            reason = schedulers.REFUSED_OPTIONS.get(key)
+            reason = scheduler_presets.REFUSED_OPTIONS.get(key)
             if reason:
                 out.add(path + (key,), f"'{key}' is refused: {reason}", key=True)
             else:
@@ -506,11 +506,11 @@ def _build_presets(data: dict, out: _Collector) -> dict[str, Preset]:
             continue
         # Keys already reported are left out, so that the scheduler checks never read a wrong value.
         spec = {k: v for k, v in spec.items() if not out.broken(path + (k,))}
-        for sub, message in schedulers.check_preset(spec):
+        for sub, message in scheduler_presets.check_preset(spec):
             # A refused key is reported at the key itself, not at its value.
             out.add(path + tuple(sub), message,
-                    key=len(sub) == 1 and sub[0] in spec and sub[0] in schedulers.REFUSED_OPTIONS)
-        scheduler = schedulers.canonical_name(spec.get("scheduler", "euler")) or "euler"
+                    key=len(sub) == 1 and sub[0] in spec and sub[0] in scheduler_presets.REFUSED_OPTIONS)
+        scheduler = scheduler_presets.canonical_name(spec.get("scheduler", "euler")) or "euler"
         sigmas = spec.get("sigmas")
         options = spec.get("scheduler_options")
         presets[name] = Preset(
@@ -520,7 +520,7 @@ def _build_presets(data: dict, out: _Collector) -> dict[str, Preset]:
             scheduler_options=tuple(sorted(options.items())) if isinstance(options, dict) else (),
             overrides=_settings_of(spec),
             description=spec["description"] if isinstance(spec.get("description"), str) else
-            (schedulers.PRESETS[scheduler].description if scheduler in schedulers.PRESETS else ""),
+            (scheduler_presets.PRESETS[scheduler].description if scheduler in scheduler_presets.PRESETS else ""),
             builtin=False,
         )
     return presets
@@ -528,10 +528,10 @@ def _build_presets(data: dict, out: _Collector) -> dict[str, Preset]:
 
 def builtin_preset(name: str) -> Preset | None:
     """A built-in preset (by name or alias) as a `Preset`, or None."""
-    canonical = schedulers.canonical_name(name)
+    canonical = scheduler_presets.canonical_name(name)
     if canonical is None:
         return None
-    bp = schedulers.PRESETS[canonical]
+    bp = scheduler_presets.PRESETS[canonical]
     return Preset(name=canonical, scheduler=canonical, sigmas=None, scheduler_options=(), overrides=(),
                   description=bp.description, builtin=True)
 
@@ -545,11 +545,11 @@ def _resolve_preset_ref(name: Any, path: tuple, presets: dict[str, Preset], out:
     if builtin is not None:
         presets.setdefault(builtin.name, builtin)
         return builtin.name
-    refused = schedulers.refusal(name)
+    refused = scheduler_presets.refusal(name)
     if refused is not None:
         out.add(path, f"'{name}' is wrong for SVD: {refused.reason}; use '{refused.suggestion}' instead")
         return None
-    known = list(presets) + list(schedulers.PRESETS)
+    known = list(presets) + list(scheduler_presets.PRESETS)
     out.add(path, f"unknown preset '{name}'{suggest(name, known)} (define it under `presets:` or use a built-in "
                   "one; `svdrender presets` lists them)")
     return None
@@ -714,7 +714,7 @@ def _output_dir(data: dict, path: Path, name: str, out: _Collector) -> Path:
 def resolve_settings(recipe: Recipe, preset: Preset, item: Item) -> Settings:
     """Built-in defaults < built-in preset step count < recipe defaults < user preset < item."""
     values = dict(setting_defaults())
-    builtin = schedulers.PRESETS.get(preset.scheduler)
+    builtin = scheduler_presets.PRESETS.get(preset.scheduler)
     if builtin is not None and builtin.default_steps:
         values["num_inference_steps"] = builtin.default_steps
     values.update(recipe.defaults)
@@ -731,7 +731,7 @@ def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
             preset = recipe.presets[preset_name]
             s = resolve_settings(recipe, preset, item)
             steps = s.num_inference_steps
-            message = (schedulers.step_range_problem(preset.scheduler, steps)
+            message = (scheduler_presets.step_range_problem(preset.scheduler, steps)
                        if isinstance(steps, int) and not isinstance(steps, bool) else None)
             if message and (where := _origin_of(("num_inference_steps",), recipe, preset, item)) not in reported:
                 reported.add(where)

@@ -136,7 +136,7 @@ class SamplerBench:
     def __init__(self, mixture: Mixture = MIXTURE, size: int = 128):
         import PIL.Image
 
-        from renderer.tiny import build_tiny_pipeline
+        from renderer.builtin_models import build_tiny_pipeline
 
         self.mixture = mixture
         self.pipe = build_tiny_pipeline()
@@ -151,7 +151,7 @@ class SamplerBench:
 
     def latents(self, scheduler, call_kwargs: dict, seed: int = 0) -> torch.Tensor:
         """Run the real pipeline (no CFG) with `scheduler` and return the final latents."""
-        from renderer.schedulers import seed_scheduler
+        from renderer.scheduler_presets import seed_scheduler
 
         generator = torch.Generator().manual_seed(seed)
         seed_scheduler(scheduler, generator)  # SDE samplers then draw from `seed`, not the global RNG
@@ -289,7 +289,7 @@ def sample_nd(scheduler, call_kwargs: dict, mixture: MixtureND, noise: torch.Ten
     """
     from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import retrieve_timesteps
 
-    from renderer.schedulers import seed_scheduler
+    from renderer.scheduler_presets import seed_scheduler
 
     generator = torch.Generator().manual_seed(seed)
     seed_scheduler(scheduler, generator)
@@ -318,8 +318,8 @@ def nd_error(scheduler_and_kwargs, mixture: MixtureND, seeds=(0, 1, 2)) -> float
 
 def preset_nd_error(preset, mixture: MixtureND, seeds=(0, 1, 2)) -> float:
     """`nd_error` of a built-in preset (a name or a recipe mapping), built for SVD's scheduler config."""
-    from renderer.schedulers import build
-    from renderer.tiny import SVD_SCHEDULER_CONFIG
+    from renderer.scheduler_presets import build
+    from renderer.builtin_models import SVD_SCHEDULER_CONFIG
 
     return nd_error(lambda: build(preset, SVD_SCHEDULER_CONFIG), mixture, seeds)
 

@@ -146,9 +146,9 @@ def test_python_dash_m_and_version():
 
 
 def test_every_builtin_preset_renders_through_the_cli(write_recipe, tmp_path):
-    from renderer import schedulers
+    from renderer import scheduler_presets
 
-    names = sorted(schedulers.PRESETS)
+    names = sorted(scheduler_presets.PRESETS)
     path = write_recipe(TINY_RECIPE.replace("image: inputs/coffee.jpg",
                                             f"image: inputs/coffee.jpg\n    presets: [{', '.join(names)}]"))
     proc = run_cli(path, "--quiet")
@@ -160,9 +160,9 @@ def test_every_builtin_preset_renders_through_the_cli(write_recipe, tmp_path):
 
 
 def test_every_refused_scheduler_is_refused_by_validate(write_recipe):
-    from renderer import schedulers
+    from renderer import scheduler_presets
 
-    refused = sorted(schedulers.REFUSED)
+    refused = sorted(scheduler_presets.REFUSED)
     presets = "".join(f"  p{i}: {{scheduler: '{name}'}}\n" for i, name in enumerate(refused))
     path = write_recipe(f"version: 1\npresets:\n{presets}items:\n  - image: inputs/coffee.jpg\n")
     proc = run_cli("validate", path)
@@ -170,6 +170,6 @@ def test_every_refused_scheduler_is_refused_by_validate(write_recipe):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == len(refused) + 1 and "Traceback" not in proc.stderr
     for i, (name, line) in enumerate(zip(refused, lines)):
-        suggestion = schedulers.REFUSED[name].suggestion
+        suggestion = scheduler_presets.REFUSED[name].suggestion
         assert line.startswith(f"{path}:{i + 3}:")
         assert f"$.presets.p{i}.scheduler: " in line and f"use '{suggestion}' instead" in line, line

@@ -13,7 +13,7 @@ from renderer.errors import ImageError, ModelUnavailableError
 from renderer.images import fit_image, load_image
 from renderer.plan import make_plan
 from renderer.recipe import ModelSpec, load_recipe
-from renderer.tiny import build_tiny_pipeline
+from renderer.builtin_models import build_tiny_pipeline
 
 RECIPE_3 = TINY_RECIPE.replace("items:", "presets:\n  sde: {scheduler: dpmpp_2m_sde_karras}\nitems:").replace(
     "    image: inputs/coffee.jpg", "    image: inputs/coffee.jpg\n    seeds: [1, 2]\n    presets: [euler, sde]")
@@ -27,11 +27,11 @@ def tiny_engine():
 
 
 def test_one_load_for_many_jobs(write_recipe, tiny_engine, monkeypatch):
-    import renderer.tiny
+    import renderer.builtin_models
 
     calls = []
-    real = renderer.tiny.build_tiny_pipeline
-    monkeypatch.setattr(renderer.tiny, "build_tiny_pipeline", lambda: calls.append(1) or real())
+    real = renderer.builtin_models.build_tiny_pipeline
+    monkeypatch.setattr(renderer.builtin_models, "build_tiny_pipeline", lambda: calls.append(1) or real())
     engine = Engine(ModelSpec("builtin:tiny"), device="cpu")
     plan = make_plan(load_recipe(write_recipe(RECIPE_3)))
     assert len(plan.jobs) == 4

@@ -9,7 +9,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from renderer import performance
 from renderer.profiles import JobWork, Shape
 from renderer.errors import UsageError
-from renderer.tiny import build_tiny_pipeline
+from renderer.builtin_models import build_tiny_pipeline
 
 
 @pytest.fixture

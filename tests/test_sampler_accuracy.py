@@ -24,8 +24,8 @@ import diffusers
 import pytest
 import torch
 
-from renderer import schedulers
-from renderer.tiny import SVD_SCHEDULER_CONFIG
+from renderer import scheduler_presets
+from renderer.builtin_models import SVD_SCHEDULER_CONFIG
 
 # diffusers' integer-timestep schedulers (the refused ones) warn about numpy 2's __array__ protocol on every step;
 # the sampler runs tiny tensors, fastest on one torch thread.
@@ -59,15 +59,15 @@ def bench():
 
 
 def preset_error(bench, preset, seed: int = 0) -> float:
-    scheduler, call_kwargs = schedulers.build(preset, SVD_SCHEDULER_CONFIG)
+    scheduler, call_kwargs = scheduler_presets.build(preset, SVD_SCHEDULER_CONFIG)
     return bench.error(scheduler, call_kwargs, seed)
 
 
-@pytest.mark.parametrize("name", list(schedulers.PRESETS))
+@pytest.mark.parametrize("name", list(scheduler_presets.PRESETS))
 def test_builtin_preset_samples_the_target_and_converges(bench, name):
-    steps = schedulers.PRESETS[name].default_steps
+    steps = scheduler_presets.PRESETS[name].default_steps
     error = preset_error(bench, name)
-    assert error <= tolerance(schedulers.unet_calls(name)), f"{name}: W1 {error:.4f} at {steps} steps"
+    assert error <= tolerance(scheduler_presets.unet_calls(name)), f"{name}: W1 {error:.4f} at {steps} steps"
     doubled = preset_error(bench, {"scheduler": name, "num_inference_steps": 2 * steps})
     assert doubled < 0.7 * error, f"{name}: W1 {error:.4f} → {doubled:.4f} with twice the steps"
 
@@ -79,7 +79,7 @@ def test_builtin_preset_samples_the_target_and_converges(bench, name):
         {"scheduler": "euler", "sigmas": "ays", "num_inference_steps": 15},
         {"scheduler": "dpmpp_2m_karras", "sigmas": "exponential", "num_inference_steps": 15},
         {"scheduler": "dpmpp_2m_ays", "sigmas": "karras", "num_inference_steps": 25},
-        {"scheduler": "dpmpp_2m_ays", "sigmas": list(schedulers.exponential_sigmas(12))},
+        {"scheduler": "dpmpp_2m_ays", "sigmas": list(scheduler_presets.exponential_sigmas(12))},
         {"scheduler": "euler", "sigmas": [700.0, 60.0, 12.0, 4.0, 1.6, 0.8, 0.4, 0.2, 0.1, 0.05, 0.02, 0.0]},
     ],
     ids=["euler-exponential", "euler-ays15", "dpmpp_2m-exponential", "dpmpp_2m_ays-karras25",
@@ -87,7 +87,7 @@ def test_builtin_preset_samples_the_target_and_converges(bench, name):
 )
 def test_recipe_schedules_sample_the_target(bench, preset):
     error = preset_error(bench, preset)
-    assert error <= tolerance(schedulers.unet_calls(preset)), f"W1 {error:.4f}"
+    assert error <= tolerance(scheduler_presets.unet_calls(preset)), f"W1 {error:.4f}"
 
 
 def test_dpmpp_2m_ays_at_10_calls_beats_euler_at_25(bench):
@@ -128,7 +128,7 @@ REFUSED_BUILDS = {
 
 @pytest.mark.parametrize("name", list(REFUSED_BUILDS))
 def test_refused_scheduler_fails_the_same_check(bench, name):
-    assert schedulers.refusal(name) is not None
+    assert scheduler_presets.refusal(name) is not None
     outcome, make = REFUSED_BUILDS[name]
     scheduler = make(diffusers.schedulers)
     if outcome == "wrong":
@@ -146,7 +146,7 @@ def test_refused_schedulers_with_optional_dependencies_fail(bench, name):
         "DPM++ SDE": ("torchsde", lambda S: S.DPMSolverSDEScheduler.from_config(C, use_karras_sigmas=True)),
     }[name]
     __import__(module)  # a test dependency (pyproject's `test` extra): a missing one must fail, not skip
-    assert schedulers.refusal(name) is not None
+    assert scheduler_presets.refusal(name) is not None
     try:
         error = bench.error(make(diffusers.schedulers), {"num_inference_steps": 25})
     except (IndexError, RuntimeError, ValueError):
@@ -191,7 +191,7 @@ def relative_errors(reference_errors, preset, tests=tuple(accuracy.MIXTURES), se
 
 
 def test_quick_at_8_calls_is_at_most_euler_25s_error_on_every_test(reference_errors):
-    assert schedulers.unet_calls("quick") == 8
+    assert scheduler_presets.unet_calls("quick") == 8
     relative = relative_errors(reference_errors, "quick")
     assert max(relative.values()) <= 0.65, relative  # measured 0.52 / 0.54 / 0.55
 
@@ -201,20 +201,20 @@ def test_draft_at_6_calls_is_at_most_euler_25s_error_on_every_test(reference_err
     # The bound is tighter than the bar and looser than the measurement by the same ~15 %: the seed median moves ±3 %,
     # and draft's 1-D ratio moves with the last σ before 0 (0.71–0.85 for offsets 0.4–0.75 instead of its ½), so a
     # bound at 0.75 would pin that partial cancellation rather than the sampler.
-    assert schedulers.unet_calls("draft") == 6
+    assert scheduler_presets.unet_calls("draft") == 6
     relative = relative_errors(reference_errors, "draft")
     assert max(relative.values()) <= 0.85, relative  # measured 0.74 / 0.56 / 0.56
 
 
 def test_fine_at_10_calls_is_under_half_euler_25s_error_on_the_multidimensional_tests(reference_errors):
-    assert schedulers.unet_calls("fine") == 10
+    assert scheduler_presets.unet_calls("fine") == 10
     relative = relative_errors(reference_errors, "fine", tests=("2-D", "4-D"))
     assert max(relative.values()) <= 0.45, relative  # measured 0.36 / 0.35 (1-D: 0.27)
 
 
 @pytest.mark.parametrize("name", ["draft", "quick"])  # fine is quick's method with another default
 def test_ladder_methods_converge_over_the_steps_they_accept(reference_errors, name):
-    low, high = schedulers.PRESETS[name].step_range
+    low, high = scheduler_presets.PRESETS[name].step_range
     errors = [accuracy.preset_nd_error({"scheduler": name, "num_inference_steps": n}, accuracy.MIXTURE_2D, seeds=(0,))
               for n in (low, 10, 25, high)]
     assert all(b < 0.6 * a for a, b in zip(errors, errors[1:])), errors
@@ -222,10 +222,10 @@ def test_ladder_methods_converge_over_the_steps_they_accept(reference_errors, na
 
 def test_published_accuracy_is_what_the_benchmark_measures(reference_errors):
     # `svdrender presets` shows these numbers: they must not go stale when a preset changes.
-    published = json.loads(schedulers.PRESET_ACCURACY_FILE.read_text(encoding="utf-8"))
-    assert list(published["presets"]) == list(schedulers.LADDER)
+    published = json.loads(scheduler_presets.PRESET_ACCURACY_FILE.read_text(encoding="utf-8"))
+    assert list(published["presets"]) == list(scheduler_presets.LADDER)
     for name, entry in published["presets"].items():
-        assert entry["calls"] == schedulers.unet_calls(name)
+        assert entry["calls"] == scheduler_presets.unet_calls(name)
         measured = relative_errors(reference_errors, name, seeds=(0,))
         for test, ratio in entry["relative_error"].items():
             assert measured[test] == pytest.approx(ratio, rel=0.1), (name, test)

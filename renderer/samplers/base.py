@@ -15,7 +15,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
-from renderer.schedulers import karras_sigmas
+from renderer.scheduler_presets import karras_sigmas
 
 
 @dataclass

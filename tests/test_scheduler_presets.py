@@ -14,8 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from renderer import schedulers
-from renderer.schedulers import (
+from renderer import scheduler_presets
+from renderer.scheduler_presets import (
     PRESETS,
     REFUSED,
     REFUSED_OPTIONS,
@@ -29,7 +29,7 @@ from renderer.schedulers import (
     seed_scheduler,
     unet_calls,
 )
-from renderer.tiny import SVD_SCHEDULER_CONFIG
+from renderer.builtin_models import SVD_SCHEDULER_CONFIG
 
 # diffusers' Euler warns about numpy 2's __array__ protocol when it computes σ from its betas; the scheduler tests
 # run tiny tensors, fastest on one torch thread.
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
 
 
 def test_importing_schedulers_does_not_import_torch_or_diffusers():
-    code = ("import sys, renderer.schedulers as s; s.check_preset({'scheduler': 'DDIM'}); s.presets_table(); "
+    code = ("import sys, renderer.scheduler_presets as s; s.check_preset({'scheduler': 'DDIM'}); s.presets_table(); "
             "s.resolve('dpmpp_2m_ays'); print(sorted(m for m in ('torch', 'diffusers', 'numpy') if m in sys.modules))")
     repo = pathlib.Path(__file__).resolve().parent.parent
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)
@@ -188,19 +188,19 @@ def test_check_preset_accepts_correct_presets(spec):
 def test_refused_options_explain_every_refused_preset_key():
     for key in ("timesteps", "timestep_spacing", "rescale_betas_zero_snr"):
         assert REFUSED_OPTIONS[key] and "\n" not in REFUSED_OPTIONS[key]
-    for cls in schedulers.SCHEDULER_CLASSES.values():  # an option cannot be both allowed and refused
+    for cls in scheduler_presets.SCHEDULER_CLASSES.values():  # an option cannot be both allowed and refused
         assert not set(cls.options) & set(REFUSED_OPTIONS)
-        assert set(cls.options) <= set(schedulers.OPTION_RULES) and set(cls.options) <= set(cls.init_keys)
+        assert set(cls.options) <= set(scheduler_presets.OPTION_RULES) and set(cls.options) <= set(cls.init_keys)
 
 
 def test_ays_interpolation_keeps_nvidia_knots():
-    ten = schedulers.ays_sigmas(10)
-    assert ten == schedulers.AYS_SVD_SIGMAS[:-1] + (0.0,)
-    twenty = schedulers.ays_sigmas(20)
+    ten = scheduler_presets.ays_sigmas(10)
+    assert ten == scheduler_presets.AYS_SVD_SIGMAS[:-1] + (0.0,)
+    twenty = scheduler_presets.ays_sigmas(20)
     assert twenty[::2] == ten  # every other σ of 20 steps is a knot of the 10-step list
     assert math.isclose(twenty[1], math.sqrt(700.0 * 54.5))  # halfway in ln σ
     for n in (1, 3, 7, 14, 25, 50):
-        sigmas = schedulers.ays_sigmas(n)
+        sigmas = scheduler_presets.ays_sigmas(n)
         assert len(sigmas) == n + 1 and sigmas[0] == 700.0 and sigmas[-1] == 0.0
         assert all(a > b for a, b in zip(sigmas, sigmas[1:]))
 
@@ -232,9 +232,9 @@ def test_presets_table_lists_presets_and_refusals():
 
 
 def test_presets_table_shows_the_ladders_measured_accuracy():
-    published = json.loads(schedulers.PRESET_ACCURACY_FILE.read_text(encoding="utf-8"))["presets"]
+    published = json.loads(scheduler_presets.PRESET_ACCURACY_FILE.read_text(encoding="utf-8"))["presets"]
     lines = presets_table().splitlines()
-    for name in schedulers.LADDER:
+    for name in scheduler_presets.LADDER:
         at = next(i for i, line in enumerate(lines) if line.strip().startswith(name + " "))
         ratios = ", ".join(f"{test} {ratio:.2f}" for test, ratio in published[name]["relative_error"].items())
         assert lines[at + 1].strip() == f"error relative to euler at 25 calls: {ratios}"
@@ -243,12 +243,12 @@ def test_presets_table_shows_the_ladders_measured_accuracy():
 
 
 def test_ays_min_ends_at_sigma_min_and_keeps_nvidia_knots():
-    assert schedulers.ays_min_sigmas(10) == schedulers.AYS_SVD_SIGMAS
+    assert scheduler_presets.ays_min_sigmas(10) == scheduler_presets.AYS_SVD_SIGMAS
     for n in (3, 6, 8, 13, 50):
-        sigmas = schedulers.ays_min_sigmas(n)
+        sigmas = scheduler_presets.ays_min_sigmas(n)
         assert len(sigmas) == n + 1 and sigmas[0] == 700.0 and sigmas[-1] == 0.002
         assert all(a > b for a, b in zip(sigmas, sigmas[1:]))
-    assert schedulers.ays_min_sigmas(20)[::2] == schedulers.AYS_SVD_SIGMAS
+    assert scheduler_presets.ays_min_sigmas(20)[::2] == scheduler_presets.AYS_SVD_SIGMAS
 
 
 @pytest.mark.parametrize("steps", [2, 51])
@@ -294,7 +294,7 @@ import torch  # noqa: E402
 def test_scheduler_class_table_matches_diffusers():
     from renderer import samplers
 
-    for cls in schedulers.SCHEDULER_CLASSES.values():
+    for cls in scheduler_presets.SCHEDULER_CLASSES.values():
         module = samplers if cls.module == "renderer.samplers" else diffusers
         parameters = list(inspect.signature(getattr(module, cls.name).__init__).parameters)
         assert set(cls.init_keys) == set(parameters) - {"self"}, cls.name
@@ -320,7 +320,7 @@ def test_ipndm_corrector_runs_only_on_lists_it_converges_on():
 
     def run(corrector: bool, steps: int) -> torch.Tensor:
         scheduler = IPNDMScheduler(corrector=corrector)
-        scheduler.set_timesteps(sigmas=list(schedulers.ays_min_sigmas(steps)))
+        scheduler.set_timesteps(sigmas=list(scheduler_presets.ays_min_sigmas(steps)))
         x = torch.linspace(-700.0, 700.0, 16, dtype=torch.float64)
         for t in scheduler.timesteps:  # a denoiser that always answers 0.3: v = (0.3 − c_skip·x)/c_out
             sigma = math.exp(4 * float(t))
@@ -337,7 +337,7 @@ def test_ipndm_corrector_runs_only_on_lists_it_converges_on():
 def test_ays_list_equals_diffusers():
     from diffusers.schedulers import AysSchedules
 
-    assert list(schedulers.ays_sigmas(10)) == AysSchedules["StableDiffusionVideoSigmas"]
+    assert list(scheduler_presets.ays_sigmas(10)) == AysSchedules["StableDiffusionVideoSigmas"]
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -409,10 +409,10 @@ def test_build_rejects_a_bad_step_count():
 def test_build_rejects_from_config_leftovers(monkeypatch):
     # If the option table says a class takes something the installed diffusers does not, diffusers would only warn
     # and drop it; build must fail instead.
-    edm = schedulers.SCHEDULER_CLASSES["EDMEulerScheduler"]
-    monkeypatch.setitem(schedulers.SCHEDULER_CLASSES, "EDMEulerScheduler",
+    edm = scheduler_presets.SCHEDULER_CLASSES["EDMEulerScheduler"]
+    monkeypatch.setitem(scheduler_presets.SCHEDULER_CLASSES, "EDMEulerScheduler",
                         dataclasses.replace(edm, options=(*edm.options, "s_churn")))
-    monkeypatch.setitem(schedulers.OPTION_RULES, "s_churn", schedulers.OptionRule(minimum=0.0))
+    monkeypatch.setitem(scheduler_presets.OPTION_RULES, "s_churn", scheduler_presets.OptionRule(minimum=0.0))
     with pytest.raises(ValueError, match="^EDMEulerScheduler does not take s_churn"):
         build({"scheduler": "edm_euler", "scheduler_options": {"s_churn": 1.0}}, SVD_SCHEDULER_CONFIG)
 
@@ -442,7 +442,7 @@ def test_build_accepts_a_pipeline_scheduler_config():
 def tiny():
     import PIL.Image
 
-    from renderer.tiny import build_tiny_pipeline
+    from renderer.builtin_models import build_tiny_pipeline
 
     return build_tiny_pipeline(), PIL.Image.new("RGB", (64, 64), (200, 120, 40))
 
