@@ -50,7 +50,7 @@ from renderer import performance  # noqa: E402
 # this is an estimate).
 UNET_FLOP_PER_FRAME_PASS = 3.2e12
 DECODE_FLOP_PER_FRAME = 0.17e15 / 25
-# svdrender's built-in presets, and what a diffusers user writes for each (renderer/schedulers.py builds the same).
+# svdrender's built-in presets, and what a diffusers user writes for each (renderer/scheduler_presets.py builds the same).
 PRESETS = {
     "euler": {},  # the scheduler SVD ships: Euler with Karras sigmas
     "euler_exponential": {"use_karras_sigmas": False, "use_exponential_sigmas": True},
