@@ -325,8 +325,17 @@ def run_profile(spec: str, work: Path, args, device) -> tuple[dict, dict]:
     request = parse_spec(spec)
     if args.compile_cache_dir:
         request.setdefault("compile_cache_dir", args.compile_cache_dir)
+    from renderer import performance
+    from renderer.profiles import JobWork, Shape
+
+    # Every PerformanceSettings field can be set here (the lab's ablations), not only what a recipe may ask for.
+    name, vram = performance.describe_device() if device.type == "cuda" else ("cpu", 0.0)
+    work = [JobWork(Shape(j.settings.width, j.settings.height, j.settings.num_frames), j.settings.num_inference_steps)
+            for j in plan.jobs]
+    settings = performance.resolve_settings(request["profile"], name, vram, work,
+                                            **{k: v for k, v in request.items() if k != "profile"})
     engine = RecordingEngine(plan.recipe.model, device=device.type, base_dir=plan.recipe.path.parent,
-                             performance=request, jobs=plan.jobs)
+                             performance=settings, jobs=plan.jobs)
     t0 = time.perf_counter()
     warm_run = run_plan(warm, engine=engine, quiet=True)
     sync(device)
@@ -350,7 +359,7 @@ def run_profile(spec: str, work: Path, args, device) -> tuple[dict, dict]:
     first_batch = timed(first) if first is not None else None
     report = {
         "request": request,
-        "performance": engine.performance,
+        "performance": engine.performance.to_json(),
         "load_s": engine.info.load_seconds,
         "warmup_s": round(warmup_s, 2),
         **timed(plan),

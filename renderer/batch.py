@@ -14,10 +14,10 @@ import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
 
 from . import __version__
 from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, PeerLostError, SvdrenderError
@@ -27,8 +27,9 @@ from .lock import HeldLock, output_lock
 from .outputs import (frames_sha256, kill_encoders, retract_sidecar, run_id, sweep_temporaries, write_input_thumbnail,
                       write_outputs, write_sidecar)
 from .plan import Job, Plan, decide, recheck, with_cache_key
-from .records import (NOT_RUN, OK, OTHER_PROCESS, RUN_FAILED, RUN_INTERRUPTED, RUN_OK, SKIPPED, PlannedJob,
-                      RunRecord, sidecar_json)
+from .profiles import PerformanceRecord, PerformanceRequest
+from .records import (NOT_RUN, OK, OTHER_PROCESS, RUN_FAILED, RUN_INTERRUPTED, RUN_OK, SKIPPED, ModelRecord,
+                      PlannedJob, RunRecord, sidecar_json)
 from .report import check_own_files, summary_table, write_manifest
 from .shards import select
 
@@ -225,20 +226,35 @@ class Progress:
                 bar.close()
 
 
-def _sidecar(job: Job, plan: Plan, status: str, *, engine=None, rendered=None, files=(), timings=None,
+
+class RenderEngine(Protocol):
+    """What run_plan asks of an engine: renderer.engine.Engine, or a stand-in in tests about what happens around
+    rendering. `pipe` is None until `load`; `render` returns the frames with the scheduler used and timings."""
+
+    pipe: Any
+    info: ModelRecord | None
+    performance: PerformanceRecord | None
+    loads: int
+
+    def load(self) -> ModelRecord: ...
+
+    def prefetch(self, job: Job) -> None: ...
+
+    def render(self, job: Job, on_step: Callable[[int, int], None] | None = None) -> Any: ...
+
+
+def _sidecar(job: Job, plan: Plan, status: str, *, engine: RenderEngine | None = None, rendered=None, files=(), timings=None,
              error: str | None = None, started: float = 0.0, frames_hash: str | None = None) -> dict[str, Any]:
     s = job.settings
     recipe = plan.recipe
     return sidecar_json(
         version=__version__, job_id=job.id, item=job.item, preset=job.preset, seed=job.seed, status=status,
-        error=error, input_path=job.image_display, input_sha256=job.image_sha256, settings=asdict(s),
-        preset_spec={"description": job.preset_description, **job.scheduler},
-        scheduler=None if rendered is None else {"class": rendered.scheduler_class,
-                                                 "config": rendered.scheduler_config, "sigmas": rendered.sigmas,
-                                                 "call_kwargs": rendered.call_kwargs},
-        model=asdict(engine.info) if engine is not None and engine.info is not None else
-        {"id": recipe.model.id, "requested_revision": recipe.model.revision},
-        performance=engine.performance if engine is not None else {}, versions=versions(),
+        error=error, input_path=job.image_display, input_sha256=job.image_sha256, settings=s,
+        scheduler_choice=job.scheduler, preset_description=job.preset_description,
+        scheduler=None if rendered is None else rendered.scheduler,
+        model=engine.info if engine is not None and engine.info is not None else
+        ModelRecord(recipe.model.id, recipe.model.revision),
+        performance=engine.performance if engine is not None else None, versions=versions(),
         recipe_path=str(recipe.path), recipe_sha256=recipe.sha256, recipe_git=git_commit(recipe.path),
         smoke=recipe.smoke,
         cache_key=job.cache_key, cache_inputs=job.cache_inputs,
@@ -265,7 +281,8 @@ def prefer_passive_openmp() -> None:
 
 
 def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail_fast: bool = False,
-             max_failures: int | None = None, engine=None, group=None, performance: dict | None = None) -> RunResult:
+             max_failures: int | None = None, engine: RenderEngine | None = None, group=None,
+             performance: PerformanceRequest | None = None) -> RunResult:
     """Render every job of a plan that is not skipped; return results and the exit code.
 
     With a process group (accelerate/torchrun), this process renders only its cost-balanced share; the main process
@@ -308,11 +325,11 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
                 from .engine import Engine
 
                 engine = Engine(plan.recipe.model, device=device, base_dir=plan.recipe.path.parent,
-                                performance={**dict(plan.recipe.performance), **(performance or {})},
+                                performance=performance or plan.recipe.performance,
                                 jobs=todo)
             for i, job in enumerate(todo):
                 progress.start(job)
-                if i + 1 < len(todo) and hasattr(engine, "prefetch"):
+                if i + 1 < len(todo):
                     engine.prefetch(todo[i + 1])  # the next input image loads while this job renders
                 outcome = _run_job(job, plan, engine, progress, guard, writer)
                 pending.append(outcome)
@@ -418,7 +435,7 @@ def _write_thumbnails(plan: Plan, todo: list[Job]) -> None:
                 pass  # the contact sheet shows the item without it; its jobs report their own image problems
 
 
-def _run_job(job: Job, plan: Plan, engine, progress: Progress, guard: SignalGuard,
+def _run_job(job: Job, plan: Plan, engine: RenderEngine, progress: Progress, guard: SignalGuard,
              writer: ThreadPoolExecutor) -> JobResult | Future:
     """Render one job here; hand its frames to `writer`, whose Future gives the JobResult once files and sidecar are
     written. A failure or interruption while rendering is recorded in the job's sidecar and returned, never raised.

@@ -111,8 +111,8 @@ def render(recipes, out, only, model, smoke, device, dry_run, force, fail_fast, 
     for plan in plans:
         try:
             run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures,
-                           group=group, performance={k: v for k, v in (("profile", profile),
-                                                                       ("compile", compile_unet)) if v is not None})
+                           group=group,
+                           performance=plan.recipe.performance.with_choices(profile=profile, compile=compile_unet))
         except SvdrenderError as exc:
             _fail(exc)
         summary = summarize(run)
@@ -131,13 +131,9 @@ def _plan_table(plan) -> str:
     rows = []
     for job in plan.jobs:
         s = job.settings
-        sched = job.scheduler.get("scheduler")
-        if "sigmas" in job.scheduler:
-            sigmas = job.scheduler["sigmas"]
-            sched += f" sigmas={sigmas if isinstance(sigmas, str) else 'custom'}"
         paths = ", ".join(str(Path(p).relative_to(plan.recipe.output_dir)) + ("/" if fmt == "frames" else "")
                           for fmt, p in job.outputs.items())
-        detail = f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {sched} -> {paths}"
+        detail = f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {job.scheduler.describe()} -> {paths}"
         rows.append((job.id, "skip" if job.skip_reason else "render",
                      f"{detail} ({job.skip_reason or job.render_reason})"))
     todo = len(plan.to_render)

@@ -179,16 +179,14 @@ def _details(entry: Entry) -> str:
     rows: list[tuple[str, Any]] = []
     settings = job.settings
     rows += [(label, settings[key]) for key, label in SETTING_LABELS if key in settings]
-    spec = job.preset_spec
-    scheduler = job.scheduler or {}
-    rows.append(("scheduler", scheduler.get("class") or spec.get("scheduler")))
-    sigmas = spec.get("sigmas")
+    rows.append(("scheduler", job.scheduler.class_name if job.scheduler else job.scheduler_choice.preset))
+    sigmas = job.scheduler_choice.sigmas
     if sigmas is not None:
         rows.append(("sigma schedule", sigmas if isinstance(sigmas, str) else f"custom ({len(sigmas)} sigmas)"))
     model = job.model
-    revision = model.get("resolved_revision") or model.get("requested_revision")
-    rows.append(("model", f"{model.get('id')}" + (f" @ {revision}" if revision else "")))
-    rows += [(key, model[key]) for key in ("dtype", "device") if model.get(key)]
+    revision = model.resolved_revision or model.requested_revision
+    rows.append(("model", model.id + (f" @ {revision}" if revision else "")))
+    rows += [("dtype", model.dtype), ("device", model.device)]
     rows.append(("input", job.input_path))
     if job.frames_sha256:
         rows.append(("frames sha256", job.frames_sha256[:16] + "…"))
@@ -200,7 +198,7 @@ def _details(entry: Entry) -> str:
 def _card(entry: Entry, out_dir: Path) -> str:
     status = entry.status
     badge = status.replace(" ", "-") if status in STATUS_LABELS else "other"
-    description = entry.sidecar.preset_spec.get("description") if entry.sidecar is not None else None
+    description = entry.sidecar.preset_description if entry.sidecar is not None else None
     return (
         f'<article class="job status-{_e(badge)}" id="{_e(entry.job_id)}" data-item="{_e(entry.item)}" '
         f'data-preset="{_e(entry.preset)}" data-status="{_e(status)}">{_media(entry, out_dir)}'
@@ -235,7 +233,7 @@ def render_contact_sheet(manifest: Manifest, out_dir: Path) -> str:
 
     statuses = tally([e.status for e in entries])
     presets = list(dict.fromkeys(e.preset for e in entries))
-    models = sorted({str(e.sidecar.model.get("id")) for e in entries if e.sidecar is not None})
+    models = sorted({e.sidecar.model.id for e in entries if e.sidecar is not None})
     counts = " · ".join(f'<span class="count-{_e(s.replace(" ", "-"))}">{n} {_e(s)}</span>'
                         for s, n in sorted(statuses.items()))
     meta = (f"{len(entries)} jobs" + (f": {counts}" if counts else "")

@@ -12,7 +12,7 @@ import gc
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,25 +22,12 @@ import torch
 from . import hub, images, performance, scheduler_presets
 from .errors import JobError, ModelUnavailableError
 from .plan import Job, model_revision
-from .profiles import JobWork, Shape, choose_auto
+from .profiles import JobWork, PerformanceRecord, PerformanceRequest, Shape, choose_auto
+from .records import ModelRecord, SchedulerUsed
 from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec, is_hub_id
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """What was loaded, for manifests."""
-
-    id: str
-    source: str
-    requested_revision: str
-    resolved_revision: str
-    variant: str | None
-    dtype: str
-    device: str
-    load_seconds: float
 
 
 @dataclass
@@ -48,10 +35,7 @@ class Rendered:
     """One job's frames and how they were made."""
 
     frames: np.ndarray  # uint8 [F, H, W, 3]
-    scheduler_class: str
-    scheduler_config: dict
-    sigmas: list[float]
-    call_kwargs: dict
+    scheduler: SchedulerUsed
     timings: dict = field(default_factory=dict)
     fallback: list[str] = field(default_factory=list)  # what out-of-memory retries changed, e.g. decode_chunk_size=2
 
@@ -135,7 +119,7 @@ def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | No
             resolved = model_revision(model, base_dir) or model.revision  # the commit, now that it is cached
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
-    info = LoadedModel(id=model.id, source=source, requested_revision=model.revision, resolved_revision=resolved,
+    info = ModelRecord(id=model.id, source=source, requested_revision=model.revision, resolved_revision=resolved,
                        variant=model.variant, dtype=str(dtype).removeprefix("torch."), device=device,
                        load_seconds=round(time.perf_counter() - start, 3))
     return pipe, info
@@ -210,40 +194,44 @@ class Engine:
     """Loads one pipeline (on first use) and renders jobs on it."""
 
     def __init__(self, model: ModelSpec, *, device: str | None = None, base_dir: Path | None = None,
-                 performance: dict | None = None, jobs: Sequence[Job] | None = None):
+                 performance: PerformanceRequest | performance.PerformanceSettings | None = None,
+                 jobs: Sequence[Job] | None = None):
         self.model = model
         self.device = resolve_device(device)
         self.base_dir = Path.cwd() if base_dir is None else base_dir
         self.pipe = None
-        self.info: LoadedModel | None = None
+        self.info: ModelRecord | None = None
         self.loads = 0
         self._base_scheduler_config: dict | None = None
         self.memory_savers: list[str] = []  # forward_chunking, cpu_offload: once enabled, kept for later jobs
-        self.performance_request = dict(performance or {})
+        self.performance_request = performance or PerformanceRequest()
         # What the batch will ask of the UNet, for `auto` to weigh compiling against (None: not known).
         self.work = None if jobs is None else [
             JobWork(Shape(j.settings.width, j.settings.height, j.settings.num_frames), j.settings.num_inference_steps)
             for j in jobs]
         self._device_name = "cpu"
         self.speed: performance.PerformanceSettings | None = None
-        self.performance: dict = {}  # what optimize_pipeline applied, for sidecars
+        self.performance: PerformanceRecord | None = None  # what optimize_pipeline applied, for sidecars
         self._prefetched: dict[str, Future] = {}
         self._loader: ThreadPoolExecutor | None = None
         self.clip_input: PreparedClipInput | None = None
 
-    def load(self) -> LoadedModel:
+    def load(self) -> ModelRecord:
         """Load the pipeline if it is not loaded yet (one load per Engine), with the performance profile applied."""
         if self.pipe is None:
-            request = dict(self.performance_request)
-            profile = request.pop("profile", None) or "auto"
+            request = self.performance_request
+            profile = request.profile
             on_cuda = torch.device(self.device).type == "cuda"
             name, vram = performance.describe_device() if on_cuda else ("cpu", 0.0)
             self._device_name = name
             choice = None
-            if profile == "auto" and on_cuda:
-                choice = choose_auto(vram, self.work, warm=lambda shape: performance.is_warm(shape, name))
-                profile = choice.profile
-            self.speed = performance.resolve_settings(profile, name, vram, **request)
+            if isinstance(request, performance.PerformanceSettings):  # benchmarks: every knob, set by hand
+                self.speed = request
+            else:
+                if profile == "auto" and on_cuda:
+                    choice = choose_auto(vram, self.work, warm=lambda shape: performance.is_warm(shape, name))
+                    profile = choice.profile
+                self.speed = performance.resolve_settings(profile, name, vram, **request.overrides())
             # The profile's dtype applies when the recipe leaves it to svdrender (dtype: auto).
             dtype = self.speed.dtype if on_cuda and self.model.dtype == "auto" else None
             quiet_library_logs()
@@ -251,7 +239,7 @@ class Engine:
             self._base_scheduler_config = dict(self.pipe.scheduler.config)
             self.performance = performance.optimize_pipeline(self.pipe, self.speed)
             if choice is not None:
-                self.performance["auto"] = {"profile": choice.profile, "reason": choice.reason}
+                self.performance = replace(self.performance, auto=choice)
             self.clip_input = PreparedClipInput(self.pipe)
             self.loads += 1
         return self.info
@@ -378,10 +366,11 @@ class Engine:
         performance.mark_warm(self.speed, Shape(s.width, s.height, s.num_frames), self._device_name)
         return Rendered(
             frames=np.ascontiguousarray(frames),
-            scheduler_class=type(scheduler).__name__,
-            scheduler_config={k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")},
-            sigmas=[round(float(x), 6) for x in getattr(scheduler, "sigmas", [])],
-            call_kwargs={k: (list(map(float, v)) if k == "sigmas" else v) for k, v in call_kwargs.items()},
+            scheduler=SchedulerUsed(
+                class_name=type(scheduler).__name__,
+                config={k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")},
+                sigmas=tuple(round(float(x), 6) for x in getattr(scheduler, "sigmas", [])),
+                call_kwargs={k: (list(map(float, v)) if k == "sigmas" else v) for k, v in call_kwargs.items()}),
             timings={k: round(v, 3) for k, v in timings.items()},
             fallback=self._fallback(first_chunk, chunk),
         )

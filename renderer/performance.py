@@ -24,13 +24,13 @@ import importlib.util
 import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from renderer.errors import UsageError
-from renderer.profiles import PROFILES, JobWork, Shape, choose_auto, compile_cache_dir, warm_marker
+from renderer.profiles import (PROFILES, JobWork, PerformanceRecord, Shape, choose_auto, compile_cache_dir,
+                               warm_marker)
 
 DTYPES = ("float16", "bfloat16", "float32")
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
@@ -221,25 +221,32 @@ def _pipeline_device(pipe) -> torch.device:
         return torch.device(pipe.device)
 
 
-def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
+def optimize_pipeline(pipe, settings: PerformanceSettings) -> PerformanceRecord:
     """Apply `settings` to a loaded StableVideoDiffusionPipeline in place; return what was applied, for manifests.
 
     The pipeline's __call__ is unchanged. Calling this twice is safe: steps already applied are skipped. On a CPU
     pipeline every GPU-only step is skipped and recorded as such.
     """
     validate_settings(settings)
-    applied: dict[str, Any] = {"profile": settings.profile, "settings": settings.as_dict(), "applied": [], "skipped": []}
+    applied: list[str] = []
+    skipped: list[str] = []
+    cache_dir = None
+
+    def record() -> PerformanceRecord:
+        return PerformanceRecord(settings.profile, settings.as_dict(), tuple(applied), tuple(skipped),
+                                 compile_cache_dir=cache_dir)
+
     if settings.profile == "off":
-        return applied
+        return record()
 
     wants_gpu = settings.cpu_offload != "none"
     on_cuda = torch.cuda.is_available() and (wants_gpu or _pipeline_device(pipe).type == "cuda")
     if not on_cuda:
-        applied["skipped"].append("all: pipeline is not on a CUDA device")
-        return applied
+        skipped.append("all: pipeline is not on a CUDA device")
+        return record()
 
     def did(what: str) -> None:
-        applied["applied"].append(what)
+        applied.append(what)
 
     if settings.allow_tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -258,7 +265,7 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
         triton_problem = triton_unavailable() or check_triton_kernels()
         if triton_problem is not None:
             wanted = [k for k in triton_settings if getattr(settings, k)]
-            applied["skipped"].append(f"{', '.join(wanted)}: {triton_problem}")
+            skipped.append(f"{', '.join(wanted)}: {triton_problem}")
         else:
             triton_attention = settings.triton_temporal_attention
             triton_norms = settings.triton_add_layer_norm
@@ -300,7 +307,7 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
             torch.cuda.memory._set_allocator_settings("expandable_segments:True")
             did("allocator expandable_segments")
         except Exception as exc:  # private API: record, never fail the run over it
-            applied["skipped"].append(f"expandable_segments: {exc}")
+            skipped.append(f"expandable_segments: {exc}")
 
     if settings.cpu_offload == "model":
         pipe.enable_model_cpu_offload(device="cuda")
@@ -310,13 +317,12 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
         did("sequential cpu offload")
 
     if settings.compile or settings.compile_vae:
-        cache_dir = settings.compile_cache_dir
-        if cache_dir:
+        if settings.compile_cache_dir:
+            cache_dir = settings.compile_cache_dir
             # Inductor reads this at compile time; its FX-graph and autograd caches then persist between runs.
             os.makedirs(cache_dir, exist_ok=True)
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache_dir
             os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(cache_dir, "triton"))
-            applied["compile_cache_dir"] = cache_dir
         if settings.compile and settings.compile_regions and (n := _compile_repeated_blocks(pipe.unet,
                                                                                           settings.compile_mode)):
             did(f"torch.compile of {n} repeated unet blocks (regional; mode={settings.compile_mode}, static shapes)")
@@ -332,7 +338,7 @@ def optimize_pipeline(pipe, settings: PerformanceSettings) -> dict[str, Any]:
         did(f"sdpa backend {settings.attention_backend} first (call_context)")
     if settings.decode_chunk_size is not None:
         did(f"decode_chunk_size {settings.decode_chunk_size}")
-    return applied
+    return record()
 
 
 def channels_last_convolutions(module: torch.nn.Module) -> int:

@@ -16,6 +16,7 @@ from .paths import is_inside
 from .records import CorruptRecord, read_sidecar
 from .errors import UsageError
 from .formats import FORMATS
+from .scheduler_presets import SchedulerChoice
 from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, suggest
 from .smoke import smoke_recipe
 
@@ -39,7 +40,7 @@ class Job:
     image_display: str
     image_sha256: str
     settings: Settings
-    scheduler: dict = field(hash=False, compare=False)  # the mapping scheduler_presets.build takes
+    scheduler: SchedulerChoice
     preset_description: str = ""
     outputs: dict = field(default_factory=dict, hash=False, compare=False)  # format → final path
     sidecar: Path = Path()
@@ -103,7 +104,7 @@ def cache_inputs(job: Job, recipe: Recipe, revision: str | None) -> dict:
         "image_sha256": job.image_sha256,
         "seed": job.seed,
         "settings": _as_dict(job.settings),
-        "scheduler": job.scheduler,
+        "scheduler": job.scheduler.as_json(),
         "model": {**_as_dict(recipe.model), "resolved_revision": revision},
         "formats": sorted(recipe.formats),
         "output_format_version": OUTPUT_FORMAT_VERSION,
@@ -227,12 +228,12 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
         for preset_name in item.presets:
             preset = recipe.presets[preset_name]
             settings = resolve_settings(recipe, preset, item)
-            scheduler = preset.scheduler_spec(settings.num_inference_steps)
+            scheduler = preset.scheduler_choice(settings.num_inference_steps)
             # An explicit σ list sets the step count itself; settings (and cost, manifests) must say what runs.
             steps = scheduler_presets.resolved_steps(scheduler)
             if steps != settings.num_inference_steps:
                 settings = replace(settings, num_inference_steps=steps)
-                scheduler = preset.scheduler_spec(steps)
+                scheduler = scheduler.with_steps(steps)
             for seed in item.seeds:
                 job_id = f"{item.name}/{preset_name}/seed-{seed}"
                 if only and not any(job_id == o or item.name == o or job_id.startswith(o.rstrip("/") + "/")
@@ -280,7 +281,7 @@ def plan_json(plan: Plan) -> dict:
         "jobs": [
             {
                 "id": j.id, "item": j.item, "preset": j.preset, "seed": j.seed, "image": str(j.image),
-                "image_sha256": j.image_sha256, "settings": asdict(j.settings), "scheduler": j.scheduler,
+                "image_sha256": j.image_sha256, "settings": asdict(j.settings), "scheduler": j.scheduler.as_json(),
                 "outputs": {k: str(v) for k, v in j.outputs.items()}, "sidecar": str(j.sidecar),
                 "cache_key": j.cache_key, "skip": j.skip_reason, "render_reason": j.render_reason, "cost": j.cost,
             }

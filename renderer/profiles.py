@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 PROFILES = ("auto", "fast", "balanced", "low", "off")
 DEFAULT_PROFILE = "auto"
@@ -53,6 +53,50 @@ class AutoChoice:
 
     profile: str
     reason: str
+
+
+@dataclass(frozen=True)
+class PerformanceRequest:
+    """What the recipe's `performance:` block and the command line ask of the speed code (schema: recipe
+    `performance`; tests/test_registries.py checks the fields match it). None leaves a choice to the profile."""
+
+    profile: str = DEFAULT_PROFILE
+    compile: bool | None = None
+    compile_regions: bool | None = None
+    compile_cache_dir: str | None = None
+    attention_backend: str = "auto"
+    cpu_offload: str | None = None
+
+    def with_choices(self, **choices: object) -> "PerformanceRequest":
+        """This request with the command line's explicit choices (None: not given) on top."""
+        return replace(self, **{k: v for k, v in choices.items() if v is not None})
+
+    def overrides(self) -> dict[str, object]:
+        """The explicit choices on top of the profile, as keyword arguments of the speed code's settings."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "profile"}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class PerformanceRecord:
+    """What the speed code did to a loaded pipeline, for sidecars: the profile, its settings, each step applied or
+    skipped (with why), and `auto`'s choice when the profile was auto."""
+
+    profile: str
+    settings: Mapping[str, object]
+    applied: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+    compile_cache_dir: str | None = None
+    auto: AutoChoice | None = None
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"profile": self.profile, "settings": dict(self.settings),
+                                   "applied": list(self.applied), "skipped": list(self.skipped)}
+        if self.compile_cache_dir:
+            data["compile_cache_dir"] = self.compile_cache_dir
+        if self.auto is not None:
+            data["auto"] = asdict(self.auto)
+        return data
 
 
 def choose_auto(total_vram_gib: float, work: Iterable[JobWork] | None = None,

@@ -19,6 +19,8 @@ import jsonschema
 import jsonschema.validators
 
 from . import images, scheduler_presets
+from .profiles import PerformanceRequest
+from .scheduler_presets import SchedulerChoice
 from .errors import ImageError, Problem, RecipeError
 from .paths import GlobRefused, glob_files, is_dir, is_file, is_inside, name_problem, repository_root
 from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
@@ -109,14 +111,9 @@ class Preset:
     description: str
     builtin: bool
 
-    def scheduler_spec(self, num_inference_steps: int) -> dict:
-        """The mapping `scheduler_presets.build` takes for this preset at a given step count."""
-        spec: dict[str, Any] = {"scheduler": self.scheduler, "num_inference_steps": num_inference_steps}
-        if self.sigmas is not None:
-            spec["sigmas"] = list(self.sigmas) if isinstance(self.sigmas, tuple) else self.sigmas
-        if self.scheduler_options:
-            spec["scheduler_options"] = dict(self.scheduler_options)
-        return spec
+    def scheduler_choice(self, num_inference_steps: int) -> SchedulerChoice:
+        """What this preset asks of the scheduler at a given step count."""
+        return SchedulerChoice(self.scheduler, num_inference_steps, self.sigmas, self.scheduler_options)
 
 
 @dataclass(frozen=True)
@@ -146,7 +143,7 @@ class Recipe:
     presets: dict[str, Preset] = field(hash=False)
     items: tuple[Item, ...]
     files: tuple[Path, ...]
-    performance: tuple[tuple[str, Any], ...] = ()  # the recipe's `performance:` section, as written
+    performance: PerformanceRequest = PerformanceRequest()  # the recipe's `performance:` section
     smoke: bool = False  # rewritten by renderer.smoke for a --smoke run
 
 
@@ -802,7 +799,7 @@ def load_recipe(path: Path | str, *, model_override: str | None = None, out_over
         presets=presets,
         items=items,
         files=tuple(Path(f) for f in files),
-        performance=tuple(sorted(_mapping(data, "performance").items())),
+        performance=PerformanceRequest(**_mapping(data, "performance")),
     )
     _semantic_checks(recipe, out)
     if out.problems:

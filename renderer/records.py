@@ -12,10 +12,14 @@ import errno
 import json
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
+
+from .profiles import PerformanceRecord
+from .recipe import Settings
+from .scheduler_presets import SchedulerChoice
 
 SIDECAR_KIND = "svdrender.job"
 RUN_KIND = "svdrender.run"
@@ -94,6 +98,61 @@ class OutputFile:
 
 
 @dataclass(frozen=True)
+class ModelRecord:
+    """The model a job ran on (sidecar `model`); a job that failed before loading knows only what was asked for."""
+
+    id: str
+    requested_revision: str | None = None
+    source: str | None = None  # builtin, local or hub
+    resolved_revision: str | None = None
+    variant: str | None = None
+    dtype: str | None = None
+    device: str | None = None
+    load_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        # A job that failed before loading knows only what was asked for; a loaded model records its variant even
+        # when there is none.
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "variant" and self.source is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ModelRecord":
+        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class SchedulerUsed:
+    """The diffusers scheduler a job ran with (sidecar `scheduler`): its class and config as diffusers reports them,
+    the σ values it followed and what the pipeline was called with."""
+
+    class_name: str
+    config: Mapping[str, Any]
+    sigmas: tuple[float, ...]
+    call_kwargs: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"class": self.class_name, "config": dict(self.config), "sigmas": list(self.sigmas),
+                "call_kwargs": dict(self.call_kwargs)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SchedulerUsed":
+        return cls(data["class"], data["config"], tuple(data["sigmas"]), data["call_kwargs"])
+
+
+def preset_spec_json(choice: SchedulerChoice, description: str) -> dict[str, Any]:
+    """Sidecar `preset_spec`: the preset as the recipe resolved it, with its description."""
+    return {"description": description, **choice.as_json()}
+
+
+def _scheduler_choice(spec: Mapping[str, Any], steps: Any) -> SchedulerChoice:
+    sigmas = spec.get("sigmas")
+    return SchedulerChoice(
+        preset=spec["scheduler"], num_inference_steps=spec.get("num_inference_steps", steps),
+        sigmas=tuple(sigmas) if isinstance(sigmas, list) else sigmas,
+        options=tuple((spec.get("scheduler_options") or {}).items()))
+
+
+@dataclass(frozen=True)
 class Sidecar:
     """A job's record, written next to its outputs after them (schema `$defs/job`)."""
 
@@ -104,10 +163,11 @@ class Sidecar:
     status: str
     error: str | None
     input_path: str
-    settings: Mapping[str, Any]
-    preset_spec: Mapping[str, Any]
-    scheduler: Mapping[str, Any] | None
-    model: Mapping[str, Any]
+    settings: Mapping[str, Any]  # as recorded, by the setting names of the recipe schema
+    scheduler_choice: SchedulerChoice
+    preset_description: str
+    scheduler: SchedulerUsed | None
+    model: ModelRecord
     cache_key: str
     cache_inputs: Mapping[str, Any] | None
     frame_count: int | None
@@ -136,7 +196,10 @@ class Sidecar:
         return cls(
             job_id=data["job_id"], item=data["item"], preset=data["preset"], seed=data["seed"], status=data["status"],
             error=data["error"], input_path=data["input"]["path"], settings=data["settings"],
-            preset_spec=data["preset_spec"], scheduler=data["scheduler"], model=data["model"],
+            scheduler_choice=_scheduler_choice(data["preset_spec"], data["settings"].get("num_inference_steps")),
+            preset_description=data["preset_spec"].get("description", ""),
+            scheduler=None if data["scheduler"] is None else SchedulerUsed.from_json(data["scheduler"]),
+            model=ModelRecord.from_json(data["model"]),
             cache_key=data["cache_key"], cache_inputs=data.get("cache_inputs"), frame_count=data["frame_count"],
             width=data["width"], height=data["height"], fps=data["fps"], frames_sha256=data["frames_sha256"],
             files=tuple(OutputFile(f["format"], f["path"], f["sha256"], f["bytes"]) for f in data["files"]),
@@ -147,8 +210,9 @@ class Sidecar:
 
 
 def sidecar_json(*, version: str, job_id: str, item: str, preset: str, seed: int, status: str, error: str | None,
-                 input_path: str, input_sha256: str, settings: dict, preset_spec: dict, scheduler: dict | None,
-                 model: dict, performance: dict, versions: dict, recipe_path: str, recipe_sha256: str,
+                 input_path: str, input_sha256: str, settings: Settings, scheduler_choice: SchedulerChoice,
+                 preset_description: str, scheduler: SchedulerUsed | None, model: ModelRecord,
+                 performance: PerformanceRecord | None, versions: dict, recipe_path: str, recipe_sha256: str,
                  recipe_git: dict | None, smoke: bool, cache_key: str, cache_inputs: dict, fallback: list | None,
                  frame_count: int | None, width: int, height: int, fps: int, frames_sha256: str | None,
                  files: list[dict], timings: dict, started: str, finished: str) -> dict[str, Any]:
@@ -156,8 +220,9 @@ def sidecar_json(*, version: str, job_id: str, item: str, preset: str, seed: int
     return {
         "kind": SIDECAR_KIND, "svdrender_version": version, "job_id": job_id, "item": item, "preset": preset,
         "seed": seed, "status": status, "error": error, "input": {"path": input_path, "sha256": input_sha256},
-        "settings": settings, "preset_spec": preset_spec, "scheduler": scheduler, "model": model,
-        "performance": performance, "versions": versions,
+        "settings": asdict(settings), "preset_spec": preset_spec_json(scheduler_choice, preset_description),
+        "scheduler": None if scheduler is None else scheduler.to_json(), "model": model.to_json(),
+        "performance": {} if performance is None else performance.to_json(), "versions": versions,
         "recipe": {"path": recipe_path, "sha256": recipe_sha256, "git": recipe_git}, "smoke": smoke,
         "cache_key": cache_key, "cache_inputs": cache_inputs, "fallback": fallback, "frame_count": frame_count,
         "width": width, "height": height, "fps": fps, "frames_sha256": frames_sha256, "files": files,

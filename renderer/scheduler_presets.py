@@ -627,6 +627,37 @@ def _check_option_value(option: str, value: Any) -> str | None:
 
 
 @dataclass(frozen=True)
+class SchedulerChoice:
+    """What one job asks of the scheduler: a built-in preset with the recipe's step count, σ list and options.
+
+    This is what crosses from the recipe through the plan to the engine. `as_json` is its recorded form (sidecar
+    `preset_spec`, cache key): the recipe's own mapping, so a cache key does not change with this class's layout.
+    """
+
+    preset: str  # canonical built-in preset name
+    num_inference_steps: int
+    sigmas: str | tuple[float, ...] | None = None  # a named schedule or the recipe's σ list
+    options: tuple[tuple[str, Any], ...] = ()  # the recipe's scheduler_options, in recipe order
+
+    def as_json(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"scheduler": self.preset, "num_inference_steps": self.num_inference_steps}
+        if self.sigmas is not None:
+            spec["sigmas"] = list(self.sigmas) if isinstance(self.sigmas, tuple) else self.sigmas
+        if self.options:
+            spec["scheduler_options"] = dict(self.options)
+        return spec
+
+    def with_steps(self, num_inference_steps: int) -> "SchedulerChoice":
+        return SchedulerChoice(self.preset, num_inference_steps, self.sigmas, self.options)
+
+    def describe(self) -> str:
+        """The preset as `svdrender plan` shows it: its name, and the σ schedule when the recipe chose one."""
+        if self.sigmas is None:
+            return self.preset
+        return f"{self.preset} sigmas={self.sigmas if isinstance(self.sigmas, str) else 'custom'}"
+
+
+@dataclass(frozen=True)
 class ResolvedScheduler:
     """A preset resolved for one model: what `build` constructs and what a manifest should record."""
 
@@ -645,7 +676,7 @@ class ResolvedScheduler:
         return {"num_inference_steps": self.num_inference_steps}
 
 
-def resolve(preset: str | Mapping, base_config: Mapping | None = None) -> ResolvedScheduler:
+def resolve(preset: str | Mapping | SchedulerChoice, base_config: Mapping | None = None) -> ResolvedScheduler:
     """Resolve a preset name or recipe mapping against the model's σ range; ValueError for refused or invalid input.
 
     An explicit σ list sets the step count; a num_inference_steps next to it is ignored here, because callers pass
@@ -728,7 +759,7 @@ def _class_schedule(cls: SchedulerClass, options: Mapping, base: Mapping) -> str
     return options.get("sigma_schedule", "karras")
 
 
-def resolved_steps(preset: str | Mapping, num_inference_steps: int | None = None) -> int:
+def resolved_steps(preset: str | Mapping | SchedulerChoice, num_inference_steps: int | None = None) -> int:
     """Denoising steps a preset takes: the σ list's length − 1, else num_inference_steps, else its default."""
     spec = _as_spec(preset)
     if num_inference_steps is not None:
@@ -736,7 +767,7 @@ def resolved_steps(preset: str | Mapping, num_inference_steps: int | None = None
     return resolve(spec).num_inference_steps
 
 
-def unet_calls(preset: str | Mapping, num_inference_steps: int | None = None) -> int:
+def unet_calls(preset: str | Mapping | SchedulerChoice, num_inference_steps: int | None = None) -> int:
     """UNet evaluations per video (a CFG pair is one batched call), the unit of GPU time."""
     spec = _as_spec(preset)
     if num_inference_steps is not None:
@@ -744,7 +775,9 @@ def unet_calls(preset: str | Mapping, num_inference_steps: int | None = None) ->
     return resolve(spec).unet_calls
 
 
-def _as_spec(preset: str | Mapping) -> Mapping:
+def _as_spec(preset: str | Mapping | SchedulerChoice) -> Mapping:
+    if isinstance(preset, SchedulerChoice):
+        return preset.as_json()
     if isinstance(preset, str):
         return {"scheduler": preset}
     if isinstance(preset, Mapping):
@@ -762,7 +795,7 @@ def _render_path(path: SubPath) -> str:
 # --- building (imports diffusers) ---------------------------------------------------------------------------------
 
 
-def build(preset: str | Mapping, base_config: Mapping) -> tuple[Any, dict[str, Any]]:
+def build(preset: str | Mapping | SchedulerChoice, base_config: Mapping) -> tuple[Any, dict[str, Any]]:
     """A ready scheduler for `preset` on the model whose scheduler config is `base_config`, and the pipeline kwargs."""
     base = {k: v for k, v in dict(base_config).items() if not k.startswith("_")}
     _check_base_config(base_config)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from .profiles import PerformanceRequest
 from .recipe import BUILTIN_TINY, ModelSpec, Recipe
 
 # Small enough that product_shots.yaml (6 jobs) renders in well under a minute on 2 CPU cores
@@ -41,4 +42,4 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
     presets = {name: replace(p, overrides=_without_smoke_keys(p.overrides)) for name, p in recipe.presets.items()}
     items = tuple(replace(i, overrides=_without_smoke_keys(i.overrides)) for i in recipe.items)
     return replace(recipe, model=ModelSpec(id=SMOKE_MODEL), output_dir=smoke_dir(recipe.output_dir),
-                   defaults=defaults, presets=presets, items=items, performance=(), smoke=True)
+                   defaults=defaults, presets=presets, items=items, performance=PerformanceRequest(), smoke=True)

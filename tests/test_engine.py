@@ -12,6 +12,7 @@ from renderer.engine import Engine, load_pipeline
 from renderer.errors import ImageError, ModelUnavailableError
 from renderer.images import fit_image, load_image
 from renderer.plan import make_plan
+from renderer.profiles import PerformanceRequest
 from renderer.recipe import ModelSpec, load_recipe
 from renderer.builtin_models import build_tiny_pipeline
 
@@ -159,10 +160,10 @@ def test_performance_profiles_are_plain_float32_on_a_cpu(write_recipe, tiny_engi
     """On a CPU every profile resolves to plain float32 diffusers (nothing there speeds up the CPU path), so a job's
     frames are the same under --profile fast; the sidecar records what was applied. GPU numbers: performance.md."""
     job = make_plan(load_recipe(write_recipe(TINY_RECIPE))).jobs[0]
-    fast = Engine(ModelSpec("builtin:tiny"), device="cpu", performance={"profile": "fast", "compile": True},
+    fast = Engine(ModelSpec("builtin:tiny"), device="cpu", performance=PerformanceRequest(profile="fast", compile=True),
                   jobs=[job] * 10)
     frames = fast.render(job).frames
-    assert fast.performance["profile"] == "off" and fast.performance["applied"] == []
+    assert fast.performance.profile == "off" and fast.performance.applied == ()
     assert fast.info.dtype == "float32"
     assert np.array_equal(frames, tiny_engine.render(job).frames)
 
@@ -171,7 +172,7 @@ def test_recipe_performance_section_and_its_errors(write_recipe):
     from renderer.errors import RecipeError
 
     recipe = load_recipe(write_recipe(TINY_RECIPE + "performance: {profile: low, compile: false}\n"))
-    assert dict(recipe.performance) == {"profile": "low", "compile": False}
+    assert recipe.performance == PerformanceRequest(profile="low", compile=False)
     with pytest.raises(RecipeError) as info:
         load_recipe(write_recipe(TINY_RECIPE + "performance: {profile: turbo}\n"))
     assert str(info.value).endswith("$.performance.profile: 'turbo' is not one of 'auto', 'fast', 'balanced', "

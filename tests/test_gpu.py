@@ -12,7 +12,7 @@ from conftest import TINY_RECIPE
 from renderer import performance
 from renderer.engine import Engine
 from renderer.plan import make_plan
-from renderer.profiles import Shape
+from renderer.profiles import PerformanceRequest, Shape
 from renderer.recipe import ModelSpec, load_recipe
 
 pytestmark = [pytest.mark.gpu,
@@ -37,7 +37,7 @@ def job(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def plain_frames(job):
-    return Engine(ModelSpec("builtin:tiny"), device="cuda", performance={"profile": "off"}).render(job).frames
+    return Engine(ModelSpec("builtin:tiny"), device="cuda", performance=PerformanceRequest(profile="off")).render(job).frames
 
 
 def test_triton_kernels_agree_with_torch():
@@ -52,9 +52,9 @@ def test_fast_frames_stay_within_fp16_tolerance_of_plain_diffusers(job, plain_fr
                                                                    monkeypatch):
     monkeypatch.setenv("SVDRENDER_CACHE", str(tmp_path))
     engine = Engine(ModelSpec("builtin:tiny"), device="cuda",
-                    performance={"profile": "fast", "compile_regions": regions})
+                    performance=PerformanceRequest(profile="fast", compile_regions=regions))
     frames = engine.render(job).frames
-    applied = " ".join(engine.performance["applied"])
+    applied = " ".join(engine.performance.applied)
     assert ("repeated unet blocks" in applied) == regions and "torch.compile" in applied
     assert frames.shape == plain_frames.shape
     assert np.abs(frames.astype(int) - plain_frames.astype(int)).max() <= 4  # fp16 rounding, in 1/255 steps

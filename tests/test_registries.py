@@ -67,3 +67,15 @@ def test_recipe_schema_lists_exactly_the_registered_profiles():
         "profile"]
     assert tuple(profile["enum"]) == PROFILES
     assert profile["default"] == DEFAULT_PROFILE
+
+
+def test_the_performance_request_has_exactly_the_recipe_schemas_performance_settings_and_defaults():
+    # A setting added to the schema but not to PerformanceRequest would fail every recipe that uses it, the other way
+    # round it could never be set: the two lists are one fact.
+    from dataclasses import fields
+
+    from renderer.profiles import PerformanceRequest
+
+    properties = json.loads((SCHEMAS / "recipe.schema.json").read_text())["properties"]["performance"]["properties"]
+    assert {f.name: f.default for f in fields(PerformanceRequest)} == {
+        name: spec["default"] for name, spec in properties.items()}

@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +30,7 @@ from renderer.batch import run_plan
 from renderer.layout import LOCK_NAME, TMP_MARKER
 from renderer.plan import make_plan, model_revision, with_cache_key
 from renderer.recipe import ModelSpec, load_recipe
+from renderer.records import ModelRecord, SchedulerUsed
 
 
 def tiny(seeds, extra_items="") -> str:
@@ -204,12 +204,9 @@ def test_a_second_run_on_the_same_folder_fails_at_once(write_recipe, tmp_path):
 
 # ---- in-process: failures of one job, and what the plan decides ----
 
-@dataclass
-class StandInModel:
-    """What Engine.info holds, for sidecars."""
-
-    id: str = "builtin:tiny"
-    resolved_revision: str = "builtin"
+def stand_in_model(model_id: str, resolved_revision: str) -> ModelRecord:
+    """What Engine.info holds after a load, for sidecars."""
+    return ModelRecord(model_id, "main", "hub", resolved_revision)
 
 
 class StandInEngine:
@@ -218,15 +215,21 @@ class StandInEngine:
 
     pipe = "loaded"
     loads = 1
-    performance: dict = {}
+    performance = None
 
     def __init__(self, frames_for=None, info=None):
         self.frames_for = frames_for or (lambda job: np.full((4, 64, 64, 3), 100 + job.seed, np.uint8))
         self.info = info
 
+    def load(self):
+        return self.info
+
+    def prefetch(self, job):
+        pass
+
     def render(self, job, on_step=None):
-        return SimpleNamespace(frames=self.frames_for(job), scheduler_class="StandIn", scheduler_config={},
-                               sigmas=[], call_kwargs={}, timings={}, fallback=[])
+        return SimpleNamespace(frames=self.frames_for(job), scheduler=SchedulerUsed("StandIn", {}, (), {}), timings={},
+                               fallback=[])
 
 
 def render_in_process(path: Path, engine=None, **kwargs):
@@ -291,7 +294,7 @@ def test_cache_key_follows_the_resolved_model_revision(write_recipe, tmp_path, m
     assert uncached.model_revision is None
     # A first run downloads the model; its sidecar is keyed by the commit the load resolved, as later plans are.
     commit_a, commit_b = "a" * 40, "b" * 40
-    run = run_plan(uncached, engine=StandInEngine(info=StandInModel("acme/svd", commit_a)), quiet=True)
+    run = run_plan(uncached, engine=StandInEngine(info=stand_in_model("acme/svd", commit_a)), quiet=True)
     assert run.exit_code == 0
     cache_commit(commit_a)
     planned = make_plan(load_recipe(path))

@@ -36,7 +36,7 @@ def test_smoke_plan_keeps_every_job_and_shrinks_each(tmp_path):
         s = job.settings
         assert (s.width, s.height, s.num_frames, s.num_inference_steps, s.decode_chunk_size) == tuple(
             v for _, v in SMOKE_SETTINGS)
-        assert job.scheduler["scheduler"] == original.scheduler["scheduler"]  # presets keep their samplers
+        assert job.scheduler.preset == original.scheduler.preset  # presets keep their samplers
         assert s.motion_bucket_id == original.settings.motion_bucket_id  # other item settings stay
         assert str(job.sidecar).startswith(str(smoke.recipe.output_dir))
 
