@@ -226,7 +226,7 @@ class StandInEngine:
 
     def render(self, job, on_step=None):
         return SimpleNamespace(frames=self.frames_for(job), scheduler_class="StandIn", scheduler_config={},
-                               sigmas=[], call_kwargs={}, timings={}, fallback=[])
+                               sigmas=[], call_kwargs={}, timings={}, fallback=[], segments=())
 
 
 def render_in_process(path: Path, engine=None, **kwargs):
