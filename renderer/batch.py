@@ -190,6 +190,8 @@ class Progress:
         self.done = 0
         self.lock = threading.Lock()  # finish() is also called from the writer thread
         self.jobs_bar = self.steps_bar = None
+        self.job: Job | None = None  # the job rendering now, and the segment of it last shown
+        self.segment = 0
         if self.tty:
             from tqdm.auto import tqdm
 
@@ -197,11 +199,23 @@ class Progress:
             self.steps_bar = tqdm(total=0, desc="steps", unit="step", position=1, leave=False, file=sys.stderr)
 
     def start(self, job: Job) -> None:
+        self.job, self.segment = job, 0
         if self.steps_bar is not None:
-            self.steps_bar.reset(total=job.settings.num_inference_steps)
+            self.steps_bar.reset(total=job.settings.num_inference_steps * job.settings.segments)
             self.steps_bar.set_description(job.id)
 
     def step(self, done: int, total: int) -> None:
+        """`done` of `total` steps of the current job, its segments' steps one after the other."""
+        segments = self.job.settings.segments
+        segment = (done - 1) * segments // total + 1
+        if segments > 1 and segment != self.segment:
+            self.segment = segment
+            where = f"{self.job.id} segment {segment}/{segments}"
+            if self.steps_bar is not None:
+                self.steps_bar.set_description(where)
+            elif not self.quiet:
+                with self.lock:
+                    print(where, file=sys.stderr, flush=True)
         if self.steps_bar is not None:
             self.steps_bar.total = total
             self.steps_bar.n = done
@@ -262,6 +276,7 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine: RenderEngine | None =
         frame_count=int(rendered.frames.shape[0]) if rendered is not None else None, width=s.width,
         height=s.height, fps=s.fps,
         frames_sha256=(frames_hash or frames_sha256(rendered.frames)) if rendered is not None else None,
+        segments=(list(rendered.segments) or None) if rendered is not None else None,
         files=list(files), timings=timings or {}, started=_utc(started or time.time()), finished=_utc(time.time()))
 
 

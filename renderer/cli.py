@@ -133,7 +133,9 @@ def _plan_table(plan) -> str:
         s = job.settings
         paths = ", ".join(str(Path(p).relative_to(plan.recipe.output_dir)) + ("/" if fmt == "frames" else "")
                           for fmt, p in job.outputs.items())
-        detail = f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {job.scheduler.describe()} -> {paths}"
+        frames = (f"{s.num_frames}f" if s.segments == 1 else
+                  f"{job.frame_count}f ({s.segments} segments of {s.num_frames})")
+        detail = f"{s.width}x{s.height} {frames} {s.num_inference_steps} steps {job.scheduler.describe()} -> {paths}"
         rows.append((job.id, "skip" if job.skip_reason else "render",
                      f"{detail} ({job.skip_reason or job.render_reason})"))
     todo = len(plan.to_render)

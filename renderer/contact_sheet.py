@@ -28,7 +28,8 @@ STATUS_LABELS = {"ok": "ok", "failed": "FAILED", "interrupted": "INTERRUPTED", N
 SETTING_LABELS = (("width", "width"), ("height", "height"), ("num_frames", "frames"), ("fps", "fps"),
                   ("num_inference_steps", "steps"), ("motion_bucket_id", "motion bucket"),
                   ("noise_aug_strength", "noise aug"), ("min_guidance_scale", "min guidance"),
-                  ("max_guidance_scale", "max guidance"), ("decode_chunk_size", "decode chunk"), ("fit", "fit"))
+                  ("max_guidance_scale", "max guidance"), ("decode_chunk_size", "decode chunk"), ("fit", "fit"),
+                  ("segments", "segments"))
 TIMING_ORDER = ("load", "prepare", "denoise", "decode", "encode")
 
 STYLE = """

@@ -9,6 +9,7 @@ initial noise is the same on any device.
 from __future__ import annotations
 
 import gc
+import hashlib
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,13 +19,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import hub, images, performance, scheduler_presets
 from .errors import JobError, ModelUnavailableError
 from .plan import Job, model_revision
 from .profiles import JobWork, PerformanceRecord, PerformanceRequest, Shape, choose_auto
-from .records import ModelRecord, SchedulerUsed
 from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec, is_hub_id
+from .records import ModelRecord, SchedulerUsed, SegmentRecord
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -36,8 +38,9 @@ class Rendered:
 
     frames: np.ndarray  # uint8 [F, H, W, 3]
     scheduler: SchedulerUsed
-    timings: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)  # every segment's together
     fallback: list[str] = field(default_factory=list)  # what out-of-memory retries changed, e.g. decode_chunk_size=2
+    segments: tuple[SegmentRecord, ...] = ()
 
 
 def quiet_library_logs() -> None:
@@ -207,7 +210,8 @@ class Engine:
         self.performance_request = performance or PerformanceRequest()
         # What the batch will ask of the UNet, for `auto` to weigh compiling against (None: not known).
         self.work = None if jobs is None else [
-            JobWork(Shape(j.settings.width, j.settings.height, j.settings.num_frames), j.settings.num_inference_steps)
+            JobWork(Shape(j.settings.width, j.settings.height, j.settings.num_frames),
+                    j.settings.num_inference_steps * j.settings.segments)
             for j in jobs]
         self._device_name = "cpu"
         self.speed: performance.PerformanceSettings | None = None
@@ -287,16 +291,72 @@ class Engine:
         return images.fit_image(images.load_image(job.image), s.width, s.height, s.fit)
 
     def render(self, job: Job, on_step: Callable[[int, int], None] | None = None) -> Rendered:
-        """Render one job to uint8 frames."""
+        """Render one job to uint8 frames: one pipeline call per segment, each segment after the first conditioned
+        on the last frame of the one before. `on_step(done, total)` counts the steps of every segment."""
         self.load()
-        timings: dict[str, float] = {}
-        t0 = time.perf_counter()
         s = job.settings
+        seeds = job.segment_seeds
         prefetched = self._prefetched.pop(job.id, None)
-        # A prefetched job's errors are raised here, for its own job.
-        image, clip_input, draws = (prefetched.result() if prefetched is not None
-                                    else (self._fitted_image(job), None, None))
-        scheduler, call_kwargs, generator = self._sampler(job)
+        chunk = first_chunk = performance.effective_decode_chunk_size(self.speed, s.decode_chunk_size) or s.num_frames
+        frames = None
+        made = 0  # frames of the video so far
+        records: list[SegmentRecord] = []
+        timings: dict[str, float] = {}
+        for index, seed in enumerate(seeds):
+            t0 = time.perf_counter()
+            if index == 0:
+                # A prefetched job's errors are raised here, for its own job.
+                image, clip_input, draws = (prefetched.result() if prefetched is not None
+                                            else (self._fitted_image(job), None, None))
+                conditioning_frame, conditioning_sha256 = None, job.image_sha256
+            else:
+                # The decoded uint8 frame, exactly as the video holds it, goes in as an input image does.
+                image, clip_input, draws = Image.fromarray(frames[made - 1]), None, None
+                conditioning_frame = made - 1
+                conditioning_sha256 = hashlib.sha256(frames[made - 1].tobytes()).hexdigest()
+
+            def segment_step(done: int, total: int, index: int = index) -> None:
+                if on_step is not None:
+                    on_step(index * total + done, len(seeds) * total)
+
+            clip, scheduler, call_kwargs, chunk, spent = self._render_segment(
+                job, seed, image, clip_input, draws, chunk, segment_step, t0)
+            if len(seeds) == 1:
+                frames = clip
+            else:
+                if frames is None:
+                    frames = np.empty((job.frame_count, *clip.shape[1:]), np.uint8)
+                if index > 0:
+                    # SVD is trained to reproduce its conditioning image as its first frame: an approximate copy of
+                    # the frame the video already holds at made - 1.
+                    clip = clip[1:]
+                frames[made:made + len(clip)] = clip
+            records.append(SegmentRecord(index=index, seed=seed, conditioning_frame=conditioning_frame,
+                                         conditioning_sha256=conditioning_sha256, first_frame=made,
+                                         last_frame=made + len(clip) - 1,
+                                         timings={k: round(v, 3) for k, v in spent.items()}))
+            made += len(clip)
+            for name, seconds in spent.items():
+                timings[name] = timings.get(name, 0.0) + seconds
+        return Rendered(
+            frames=np.ascontiguousarray(frames),
+            scheduler=SchedulerUsed(
+                class_name=type(scheduler).__name__,
+                config={k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")},
+                sigmas=tuple(round(float(x), 6) for x in getattr(scheduler, "sigmas", [])),
+                call_kwargs={k: (list(map(float, v)) if k == "sigmas" else v) for k, v in call_kwargs.items()}),
+            timings={k: round(v, 3) for k, v in timings.items()},
+            fallback=self._fallback(first_chunk, chunk),
+            segments=tuple(records),
+        )
+
+    def _render_segment(self, job: Job, seed: int, image, clip_input, draws, chunk: int,
+                        on_step: Callable[[int, int], None], t0: float):
+        """One pipeline call on `image` with `seed`: its uint8 frames, the scheduler and call arguments it ran with,
+        the decode chunk it ended with (smaller after running out of memory while decoding), and its timings."""
+        s = job.settings
+        timings: dict[str, float] = {}
+        scheduler, call_kwargs, generator = self._sampler(job, seed)
         initial_latents = None
         if draws is not None:
             initial_latents, after_draws = draws
@@ -304,11 +364,10 @@ class Engine:
         timings["prepare"] = time.perf_counter() - t0
 
         def step_end(pipe, i, t, kwargs):
-            if on_step is not None:
-                on_step(i + 1, len(pipe.scheduler.timesteps))
+            on_step(i + 1, len(pipe.scheduler.timesteps))
             return kwargs
 
-        chunk = first_chunk = performance.effective_decode_chunk_size(self.speed, s.decode_chunk_size) or s.num_frames
+        first_chunk = chunk
         latents = None
         while True:
             try:
@@ -357,28 +416,19 @@ class Engine:
                                "num_frames" + (", or render with --profile low (CPU offload)"
                                                if self.speed is not None and self.speed.compile else ""))
             elif failed_in == "denoise":
-                scheduler, call_kwargs, generator = self._sampler(job)  # the same noise as the first attempt
+                scheduler, call_kwargs, generator = self._sampler(job, seed)  # the same noise as the first attempt
                 initial_latents = None  # the prefetched generator is consumed: the pipeline draws the latents again
         timings["denoise"] = t2 - t1
         timings["decode"] = time.perf_counter() - t2
         if not np.isfinite(latents.float().cpu().numpy()).all():
             raise JobError("the sampler produced NaN or infinite latents (try dtype float32 or bfloat16)")
         performance.mark_warm(self.speed, Shape(s.width, s.height, s.num_frames), self._device_name)
-        return Rendered(
-            frames=np.ascontiguousarray(frames),
-            scheduler=SchedulerUsed(
-                class_name=type(scheduler).__name__,
-                config={k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")},
-                sigmas=tuple(round(float(x), 6) for x in getattr(scheduler, "sigmas", [])),
-                call_kwargs={k: (list(map(float, v)) if k == "sigmas" else v) for k, v in call_kwargs.items()}),
-            timings={k: round(v, 3) for k, v in timings.items()},
-            fallback=self._fallback(first_chunk, chunk),
-        )
+        return np.ascontiguousarray(frames), scheduler, call_kwargs, chunk, timings
 
-    def _sampler(self, job: Job):
-        """A fresh scheduler on the pipeline, its call arguments, and the job's seeded CPU generator."""
+    def _sampler(self, job: Job, seed: int):
+        """A fresh scheduler on the pipeline, its call arguments, and a CPU generator seeded with `seed`."""
         scheduler, call_kwargs = scheduler_presets.build(job.scheduler, self._base_scheduler_config)
-        generator = torch.Generator(device="cpu").manual_seed(job.seed)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
         scheduler_presets.seed_scheduler(scheduler, generator)
         self.pipe.scheduler = scheduler
         return scheduler, call_kwargs, generator

@@ -51,10 +51,32 @@ class Job:
 
     @property
     def cost(self) -> int:
-        """Relative GPU cost: UNet work ∝ frames × steps × pixels, doubled by classifier-free guidance."""
+        """Relative GPU cost: UNet work ∝ frames × steps × pixels × segments, doubled by classifier-free guidance."""
         s = self.settings
         cfg = 2 if s.max_guidance_scale > 1 else 1
-        return s.num_frames * s.num_inference_steps * s.width * s.height * cfg
+        return s.num_frames * s.num_inference_steps * s.width * s.height * cfg * s.segments
+
+    @property
+    def segment_seeds(self) -> tuple[int, ...]:
+        """The seed of each segment the job renders (one for a job of one segment: its own)."""
+        return tuple(segment_seed(self.seed, index) for index in range(self.settings.segments))
+
+    @property
+    def frame_count(self) -> int:
+        """Frames of the finished video: each segment after the first drops its first frame, which stands for the
+        previous segment's last one (the frame it was conditioned on)."""
+        s = self.settings
+        return s.num_frames + (s.segments - 1) * (s.num_frames - 1)
+
+
+def segment_seed(seed: int, index: int) -> int:
+    """The seed of segment `index` of a job seeded `seed`: `seed` itself for segment 0, so that a job of one segment
+    renders as it always did; for a later one, the first 8 bytes of sha256(f"{seed}/{index}"), big-endian, modulo
+    2**63 (a valid recipe seed). Not `seed + index`: segment 1 of seed 0 would draw the noise of seed 1's video."""
+    if index == 0:
+        return seed
+    digest = hashlib.sha256(f"{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 2**63
 
 
 @dataclass(frozen=True)
@@ -100,10 +122,15 @@ def _folder_fingerprint(folder: Path) -> str:
 
 def cache_inputs(job: Job, recipe: Recipe, revision: str | None) -> dict:
     """Everything that determines a job's output bytes, as JSON data (sidecars keep it to explain changes)."""
+    settings = _as_dict(job.settings)
+    if settings["segments"] == 1:
+        # One segment renders the bytes svdrender wrote before it chained segments: keyed as then, so that jobs
+        # finished before stay done.
+        settings = {k: v for k, v in settings.items() if k != "segments"}
     payload = {
         "image_sha256": job.image_sha256,
         "seed": job.seed,
-        "settings": _as_dict(job.settings),
+        "settings": settings,
         "scheduler": job.scheduler.as_json(),
         "model": {**_as_dict(recipe.model), "resolved_revision": revision},
         "formats": sorted(recipe.formats),
@@ -205,7 +232,8 @@ def _changes(old, new: dict) -> str:
         if old.get(key) == value:
             continue
         if key == "settings" and isinstance(old.get(key), dict):
-            changed += [name for name in value if old[key].get(name) != value[name]]
+            names = list(value) + [name for name in old[key] if name not in value]  # a setting may be left out
+            changed += [name for name in names if old[key].get(name) != value.get(name)]
         else:
             changed.append(_INPUT_NAMES.get(key, key))
     return ", ".join(changed) or "cache key"

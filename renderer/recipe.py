@@ -97,6 +97,7 @@ class Settings:
     max_guidance_scale: float
     decode_chunk_size: int | None
     fit: str
+    segments: int
 
 
 @dataclass(frozen=True)
@@ -721,7 +722,8 @@ def resolve_settings(recipe: Recipe, preset: Preset, item: Item) -> Settings:
 
 
 def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
-    """Checks on resolved combinations that no single value shows: guidance order."""
+    """Checks on resolved combinations that no single value shows: step ranges, guidance order, segments that
+    would add no frames."""
     reported = set()
     for item in recipe.items:
         for preset_name in item.presets:
@@ -733,6 +735,13 @@ def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
             if message and (where := _origin_of(("num_inference_steps",), recipe, preset, item)) not in reported:
                 reported.add(where)
                 out.add(where, message)
+            counts = (s.segments, s.num_frames)
+            if all(_strict_integer(None, v) for v in counts) and s.segments > 1 and s.num_frames < 2:
+                where = _origin_of(("segments", "num_frames"), recipe, preset, item)
+                if where not in reported:
+                    reported.add(where)
+                    out.add(where, f"segments {s.segments} needs num_frames of at least 2 for "
+                                   f"{item.name}/{preset.name}: a segment after the first adds num_frames - 1 frames")
             if not all(isinstance(v, (int, float)) for v in (s.min_guidance_scale, s.max_guidance_scale)):
                 continue
             if s.min_guidance_scale > s.max_guidance_scale:

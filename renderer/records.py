@@ -153,6 +153,31 @@ def _scheduler_choice(spec: Mapping[str, Any], steps: Any) -> SchedulerChoice:
 
 
 @dataclass(frozen=True)
+class SegmentRecord:
+    """How one segment of a job was made and where its frames are in the video (schema `$defs/segment`)."""
+
+    index: int
+    seed: int
+    conditioning_frame: int | None  # the video's frame this segment was conditioned on; None: the input image
+    conditioning_sha256: str  # of the input image file, or of that frame's uint8 [height, width, 3] array
+    first_frame: int
+    last_frame: int  # inclusive
+    timings: Mapping[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "seed": self.seed, "conditioning_frame": self.conditioning_frame,
+                "conditioning_sha256": self.conditioning_sha256, "first_frame": self.first_frame,
+                "last_frame": self.last_frame, "timings": dict(self.timings)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "SegmentRecord":
+        """A segment of a sidecar that has been validated already."""
+        return cls(index=data["index"], seed=data["seed"], conditioning_frame=data["conditioning_frame"],
+                   conditioning_sha256=data["conditioning_sha256"], first_frame=data["first_frame"],
+                   last_frame=data["last_frame"], timings=data["timings"])
+
+
+@dataclass(frozen=True)
 class Sidecar:
     """A job's record, written next to its outputs after them (schema `$defs/job`)."""
 
@@ -178,6 +203,7 @@ class Sidecar:
     files: tuple[OutputFile, ...]
     timings: Mapping[str, float]
     finished: str
+    segments: tuple[SegmentRecord, ...] | None  # None: not rendered, or recorded before segments were chained
     data: Mapping[str, Any] = field(repr=False, compare=False)  # the record as written, for the run manifest
 
     @property
@@ -203,7 +229,9 @@ class Sidecar:
             cache_key=data["cache_key"], cache_inputs=data.get("cache_inputs"), frame_count=data["frame_count"],
             width=data["width"], height=data["height"], fps=data["fps"], frames_sha256=data["frames_sha256"],
             files=tuple(OutputFile(f["format"], f["path"], f["sha256"], f["bytes"]) for f in data["files"]),
-            timings=data["timings"], finished=data["finished"], data=data)
+            timings=data["timings"], finished=data["finished"],
+            segments=None if data.get("segments") is None else tuple(map(SegmentRecord.from_json, data["segments"])),
+            data=data)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.data)
@@ -215,7 +243,8 @@ def sidecar_json(*, version: str, job_id: str, item: str, preset: str, seed: int
                  performance: PerformanceRecord | None, versions: dict, recipe_path: str, recipe_sha256: str,
                  recipe_git: dict | None, smoke: bool, cache_key: str, cache_inputs: dict, fallback: list | None,
                  frame_count: int | None, width: int, height: int, fps: int, frames_sha256: str | None,
-                 files: list[dict], timings: dict, started: str, finished: str) -> dict[str, Any]:
+                 segments: list[SegmentRecord] | None, files: list[dict], timings: dict, started: str,
+                 finished: str) -> dict[str, Any]:
     """A job sidecar's JSON document (the schema's `$defs/job`), keys in the order a reader expects them."""
     return {
         "kind": SIDECAR_KIND, "svdrender_version": version, "job_id": job_id, "item": item, "preset": preset,
@@ -225,7 +254,8 @@ def sidecar_json(*, version: str, job_id: str, item: str, preset: str, seed: int
         "performance": {} if performance is None else performance.to_json(), "versions": versions,
         "recipe": {"path": recipe_path, "sha256": recipe_sha256, "git": recipe_git}, "smoke": smoke,
         "cache_key": cache_key, "cache_inputs": cache_inputs, "fallback": fallback, "frame_count": frame_count,
-        "width": width, "height": height, "fps": fps, "frames_sha256": frames_sha256, "files": files,
+        "width": width, "height": height, "fps": fps, "frames_sha256": frames_sha256,
+        "segments": None if segments is None else [segment.to_json() for segment in segments], "files": files,
         "timings": timings, "started": started, "finished": finished,
     }
 

@@ -229,7 +229,8 @@ class StandInEngine:
 
     def render(self, job, on_step=None):
         return SimpleNamespace(frames=self.frames_for(job), scheduler=SchedulerUsed("StandIn", {}, (), {}), timings={},
-                               fallback=[])
+                               fallback=[],
+                               segments=())
 
 
 def render_in_process(path: Path, engine=None, **kwargs):
