@@ -1,21 +1,18 @@
-"""Run a Plan: one engine, every job in order, outputs and sidecars written atomically, a run manifest at the end."""
+"""The run loop: a Plan rendered on one engine, every job in order, outputs and sidecars written atomically (on a
+writer thread that overlaps the next job), a run record and manifest at the end. The output lock is in `lock`,
+signal handling in `signals`, progress display in `progress`."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import platform
 import signal
-import subprocess
 import sys
-import threading
 import time
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -24,22 +21,17 @@ from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, PeerLostErr
 from .images import image_sha256
 from .layout import INPUT_THUMBNAIL_NAME
 from .lock import HeldLock, output_lock
-from .outputs import (frames_sha256, kill_encoders, retract_sidecar, run_id, sweep_temporaries, write_input_thumbnail,
+from .outputs import (frames_sha256, retract_sidecar, run_id, sweep_temporaries, write_input_thumbnail,
                       write_outputs, write_sidecar)
 from .plan import Job, Plan, decide, recheck, with_cache_key
 from .profiles import PerformanceRecord, PerformanceRequest
 from .records import (NOT_RUN, OK, OTHER_PROCESS, RUN_FAILED, RUN_INTERRUPTED, RUN_OK, SKIPPED, ModelRecord,
                       PlannedJob, RunRecord, sidecar_json)
+from .progress import Progress
+from .provenance import git_commit, versions
 from .report import check_own_files, summary_table, write_manifest
 from .shards import select
-
-
-class Interrupted(BaseException):
-    """Raised from a signal handler so the current job stops and is recorded as interrupted."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+from .signals import Interrupted, SignalGuard, stop_on_signals
 
 
 @dataclass
@@ -62,39 +54,6 @@ class RunResult:
     model_loads: int = 0
 
 
-def versions() -> dict[str, str]:
-    """Versions of everything that can change a job's frames."""
-    return dict(_installed_versions())
-
-
-@functools.lru_cache(maxsize=1)
-def _installed_versions() -> dict[str, str]:
-    # Looked up once a process: ~8-14 ms of metadata reads, which every sidecar would otherwise pay, the batch's
-    # last one after its video is encoded.
-    found = {"svdrender": __version__, "python": platform.python_version()}
-    for dist in ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "imageio-ffmpeg", "numpy",
-                 "pillow"):
-        try:
-            found[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[dist] = None
-    return found
-
-
-def git_commit(path: Path) -> dict[str, Any] | None:
-    """The git commit holding `path`, and whether the file differs from it; None outside a repository."""
-    try:
-        commit = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10)
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "-C", str(path.parent), "status", "--porcelain", "--", path.name],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": commit.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-
-
 def _lock_for_group(stack: ExitStack, out_dir: Path, group) -> HeldLock | None:
     """Take the output lock (main process only, in a group), recording every process's run id; make every process
     fail alike if it is held. Returns the held lock in the process that holds it."""
@@ -112,133 +71,6 @@ def _lock_for_group(stack: ExitStack, out_dir: Path, group) -> HeldLock | None:
     if refusal:
         raise refusal
     return held
-
-
-class SignalGuard:
-    """SIGINT, SIGTERM and SIGHUP raise `Interrupted` once armed, except inside `held()`; otherwise they are only
-    remembered (setup and cleanup, and a finished job's sidecar, are never cut short). A second signal exits at
-    once: the kernel drops the lock and the next run sweeps the temporaries."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self):
-        self.received: int | None = None
-        self.armed = False
-
-    def arm(self) -> None:
-        """Let signals raise from now on, starting with one that arrived before."""
-        self.armed = True
-        if self.received is not None:
-            raise Interrupted(self.received)
-
-    def handle(self, signum, frame) -> None:
-        if self.received is not None:
-            os.write(2, f"svdrender: second {signal.Signals(signum).name}: stopping at once\n".encode())
-            kill_encoders()  # none may go on writing a temporary after we are gone
-            os._exit(128 + signum)
-        self.received = signum
-        if self.armed:
-            raise Interrupted(signum)
-
-    @contextmanager
-    def held(self):
-        """Run a block that a signal must not cut; the caller checks `received` afterwards."""
-        armed, self.armed = self.armed, False
-        try:
-            yield
-        finally:
-            self.armed = armed
-
-    @property
-    def exit_code(self) -> int | None:
-        """128 + the signal received (130 SIGINT, 143 SIGTERM, 129 SIGHUP), or None."""
-        return None if self.received is None else 128 + self.received
-
-
-@contextmanager
-def stop_on_signals():
-    """Install a `SignalGuard` for the duration of a run.
-
-    Python lets only the main thread set handlers; a run from another thread (a web app, a notebook helper) gets a
-    guard that never fires, and the host application keeps its own signal handling.
-    """
-    guard = SignalGuard()
-    if threading.current_thread() is not threading.main_thread():
-        yield guard
-        return
-    previous = {sig: signal.signal(sig, guard.handle) for sig in SignalGuard.SIGNALS}
-    try:
-        yield guard
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def in_notebook() -> bool:
-    """Running in a Jupyter kernel (Colab included), where tqdm.auto draws widget progress bars."""
-    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
-
-
-class Progress:
-    """tqdm bars on a terminal or in a notebook; one plain line per job otherwise (CI logs)."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.quiet = quiet
-        self.tty = (sys.stderr.isatty() or in_notebook()) and not quiet
-        self.total = total
-        self.done = 0
-        self.lock = threading.Lock()  # finish() is also called from the writer thread
-        self.jobs_bar = self.steps_bar = None
-        self.job: Job | None = None  # the job rendering now, and the segment of it last shown
-        self.segment = 0
-        if self.tty:
-            from tqdm.auto import tqdm
-
-            self.jobs_bar = tqdm(total=total, desc="jobs", unit="job", position=0, file=sys.stderr)
-            self.steps_bar = tqdm(total=0, desc="steps", unit="step", position=1, leave=False, file=sys.stderr)
-
-    def start(self, job: Job) -> None:
-        self.job, self.segment = job, 0
-        if self.steps_bar is not None:
-            self.steps_bar.reset(total=job.settings.num_inference_steps * job.settings.segments)
-            self.steps_bar.set_description(job.id)
-
-    def step(self, done: int, total: int) -> None:
-        """`done` of `total` steps of the current job, its segments' steps one after the other."""
-        segments = self.job.settings.segments
-        segment = (done - 1) * segments // total + 1
-        if segments > 1 and segment != self.segment:
-            self.segment = segment
-            where = f"{self.job.id} segment {segment}/{segments}"
-            if self.steps_bar is not None:
-                self.steps_bar.set_description(where)
-            elif not self.quiet:
-                with self.lock:
-                    print(where, file=sys.stderr, flush=True)
-        if self.steps_bar is not None:
-            self.steps_bar.total = total
-            self.steps_bar.n = done
-            self.steps_bar.refresh()
-
-    def finish(self, result: JobResult) -> None:
-        with self.lock:
-            self.done += 1
-            line = f"[{self.done}/{self.total}] {result.job.id} {result.status}"
-            if result.detail:
-                line += f" ({result.detail})"
-            if self.jobs_bar is not None:
-                self.jobs_bar.update(1)
-                if result.status not in ("ok", "skipped"):
-                    self.jobs_bar.write(line, file=sys.stderr)
-            elif not self.quiet or result.status in ("failed", "interrupted"):
-                print(line, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        for bar in (self.steps_bar, self.jobs_bar):
-            if bar is not None:
-                bar.close()
-
 
 
 class RenderEngine(Protocol):
@@ -323,6 +155,10 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
         plan = recheck(plan)  # a run that held the lock before us may have finished some jobs since we planned
         todo = [j for j in plan.jobs if j.skip_reason is None]
         progress = Progress(len(plan.jobs), quiet)
+
+        def show(result: JobResult) -> None:
+            progress.finish(result.job.id, result.status, result.detail)
+
         # Encoding and writing a job's files overlaps the next job's rendering; see _run_job.
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="svdrender-writer")
         pending: list[JobResult | Future] = []
@@ -334,7 +170,7 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
                 if job.skip_reason is not None:
                     result = JobResult(job, "skipped", job.skip_reason)
                     results.append(result)
-                    progress.finish(result)
+                    show(result)
             if todo and engine is None:
                 prefer_passive_openmp()
                 from .engine import Engine
@@ -349,10 +185,10 @@ def run_plan(plan: Plan, *, device: str | None = None, quiet: bool = False, fail
                 outcome = _run_job(job, plan, engine, progress, guard, writer)
                 pending.append(outcome)
                 if isinstance(outcome, Future):
-                    outcome.add_done_callback(lambda done: progress.finish(done.result()))
+                    outcome.add_done_callback(lambda done: show(done.result()))
                     _limit_unwritten(pending)
                 else:
-                    progress.finish(outcome)
+                    show(outcome)
                 if _status(outcome) == "interrupted" or guard.received is not None:
                     exit_code = EXIT_SIGINT  # a plain KeyboardInterrupt; the guard's own signal overrides it below
                     break

@@ -149,8 +149,14 @@ def test_sigkill_at_any_moment_then_a_rerun_renders_each_job_exactly_once(write_
     after_kill()
 
 
+def slow(recipe: str) -> str:
+    """A recipe whose jobs take long enough (40 steps) that a signal sent when one job's line appears lands inside the
+    next job: that job renders while the one before it is encoded, and with 3 steps it could finish first."""
+    return recipe.replace("num_inference_steps: 3", "num_inference_steps: 40")
+
+
 def test_sigterm_stops_the_job_records_it_interrupted_and_exits_143(write_recipe, tmp_path):
-    path = write_recipe(tiny([0, 1]))
+    path = write_recipe(slow(tiny([0, 1])))
     out = tmp_path / "out"
     run = LiveRun(path)
     run.wait_for_line(r"^\[1/2\] coffee/euler/seed-0 ok")
@@ -497,7 +503,7 @@ def test_a_model_that_cannot_load_is_a_failed_run_listing_every_job_as_not_run(w
 
 
 def test_sigint_mid_batch_lists_the_interrupted_job_and_every_job_that_never_started(write_recipe, tmp_path):
-    path = write_recipe(tiny([0, 1, 2, 3]))
+    path = write_recipe(slow(tiny([0, 1, 2, 3])))
     out = tmp_path / "out"
     run = LiveRun(path)
     run.wait_for_line(r"^\[1/4\] coffee/euler/seed-0 ok")
