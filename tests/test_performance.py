@@ -198,7 +198,7 @@ def test_optimize_pipeline_leaves_a_cpu_pipeline_alone():
     pipe = build_tiny_pipeline()
     settings = performance.profile_settings("fast", "NVIDIA H200", 139.8)
     record = performance.optimize_pipeline(pipe, settings)
-    assert (record["applied"], record["skipped"]) == ([], ["all: pipeline is not on a CUDA device"])
+    assert (record.applied, record.skipped) == ((), ("all: pipeline is not on a CUDA device",))
 
 
 def test_geglu_weights_are_interleaved_in_groups_of_value_then_gate_rows():
