@@ -19,6 +19,11 @@ INPUTS = RECIPES / "inputs"
 # Hermetic: never touch the network or the user's caches.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# One torch thread, here and in every CLI subprocess (they inherit it): on tiny tensors several threads spend more
+# time synchronising than computing (5-10x slower on a busy 2-core machine), and torch's CPU kernels round differently
+# with different thread counts, so frames rendered in this process and in a subprocess can be compared by hash. Set
+# before anything imports torch, which reads it once.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(autouse=True)
@@ -26,20 +31,6 @@ def _hermetic_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "hf-cache"
     monkeypatch.setenv("HF_HOME", str(cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache / "hub"))
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """Run a module's tiny tensors on one torch thread, restoring the setting afterwards.
-
-    With several threads torch spends more time synchronising than computing on tiny tensors (5-10× slower on a
-    busy 2-core machine)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def cli_env(**extra) -> dict:

@@ -31,10 +31,8 @@ from renderer.scheduler_presets import (
 )
 from renderer.builtin_models import SVD_SCHEDULER_CONFIG
 
-# diffusers' Euler warns about numpy 2's __array__ protocol when it computes σ from its betas; the scheduler tests
-# run tiny tensors, fastest on one torch thread.
-pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
-              pytest.mark.usefixtures("one_torch_thread")]
+# diffusers' Euler warns about numpy 2's __array__ protocol when it computes σ from its betas.
+pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")]
 
 # --- torch-free parts ---------------------------------------------------------------------------------------------
 
