@@ -1,4 +1,4 @@
-"""Shared fixtures: hermetic environment, recipe writing, and running the real CLI in a subprocess."""
+"""Shared fixtures: hermetic environment, recipe writing, and running the CLI in a subprocess or in this process."""
 
 from __future__ import annotations
 
@@ -44,6 +44,27 @@ def run_cli(*args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProce
     """Run `python -m renderer ARGS` as a user would, capturing text output."""
     return subprocess.run([sys.executable, "-m", "renderer", *map(str, args)], cwd=cwd or REPO,
                           env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def invoke_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """Run `svdrender ARGS` in this process (click's CliRunner on renderer.cli.main), from `cwd` (the repository by
+    default), with `env` set on top of os.environ; the exit code and output as run_cli gives them.
+
+    The same code as the real CLI minus a fresh interpreter's seconds of importing torch: for tests of what a command
+    does, not of the process boundary (signals, locks between processes, imports, launchers), which use run_cli.
+    An exception the CLI lets escape is raised here, so a test fails where a user would see a traceback."""
+    from click.testing import CliRunner
+
+    from renderer.cli import main
+
+    args = [str(a) for a in args]
+    before = Path.cwd()
+    os.chdir(cwd or REPO)
+    try:
+        result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["svdrender", *args], result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture

@@ -546,9 +546,10 @@ def test_ladder_renders_through_the_cli_with_its_own_steps(ladder_render):
 
 
 def test_ladder_and_sde_reproduce_their_frames_by_seed(ladder_render):
-    from conftest import run_cli
+    from conftest import invoke_cli
 
-    again = run_cli(ladder_render / "recipe.yaml", "--out", ladder_render / "again", "--quiet")
+    # Again in this process: the same frames in another process, from the seed alone.
+    again = invoke_cli(ladder_render / "recipe.yaml", "--out", ladder_render / "again", "--quiet")
     assert again.returncode == 0, again.stderr
     first, second = _jobs(ladder_render, "out"), _jobs(ladder_render, "again")
     hashes = {name: job["frames_sha256"] for name, job in first.items()}
