@@ -58,12 +58,16 @@ def invoke_cli(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     from renderer.cli import main
 
     args = [str(a) for a in args]
-    before = Path.cwd()
+    before, environ = Path.cwd(), dict(os.environ)
     os.chdir(cwd or REPO)
     try:
         result = CliRunner().invoke(main, args, env=env, catch_exceptions=False)
     finally:
+        # The render command sets process-wide variables for itself (OMP_WAIT_POLICY); later tests and their
+        # subprocesses must not inherit them.
         os.chdir(before)
+        os.environ.clear()
+        os.environ.update(environ)
     return subprocess.CompletedProcess(["svdrender", *args], result.exit_code, result.stdout, result.stderr)
 
 
