@@ -1,5 +1,6 @@
-"""End to end through the real CLI in subprocesses: the demo renders, outputs are real videos, manifests validate,
-reruns skip, bad recipes exit 2 without loading a model, and the fast commands never import torch."""
+"""End to end through the CLI: the demo renders in a real subprocess, outputs are real videos, manifests validate,
+reruns skip, bad recipes exit 2 without loading a model, and the fast commands never import torch (subprocesses).
+Renders that test what a command does, not the process boundary, run the same CLI in this process (invoke_cli)."""
 
 import json
 import shutil
@@ -9,7 +10,7 @@ import sys
 import jsonschema
 import pytest
 
-from conftest import REPO, TINY_RECIPE, cli_env, load_json, run_cli
+from conftest import REPO, TINY_RECIPE, cli_env, invoke_cli, load_json, run_cli
 
 MANIFEST_SCHEMA = jsonschema.Draft202012Validator(load_json(REPO / "schemas" / "manifest.schema.json"))
 
@@ -58,18 +59,19 @@ def test_demo_renders_real_videos_and_reproduces(tmp_path):
         assert stream == {"codec_name": "h264", "pix_fmt": "yuv420p", "width": 128, "height": 72,
                           "r_frame_rate": "7/1", "nb_read_frames": "8"}
         assert job["frame_count"] == 8 and job["scheduler"]["sigmas"][-1] == 0.0
-    second = run_cli("recipes/demo.yaml", "--out", tmp_path / "b", "--quiet")
+    # The same frames again in this process: reproducible across processes.
+    second = invoke_cli("recipes/demo.yaml", "--out", tmp_path / "b", "--quiet")
     assert second.returncode == 0, second.stderr
     again = load_json(tmp_path / "b" / "manifest.json")
     assert [j["frames_sha256"] for j in again["jobs"]] == [j["frames_sha256"] for j in manifest["jobs"]]
 
-    rerun = run_cli("recipes/demo.yaml", "--out", tmp_path / "a")
+    rerun = invoke_cli("recipes/demo.yaml", "--out", tmp_path / "a")
     assert rerun.returncode == 0
     assert rerun.stdout.strip().splitlines()[-1].startswith("4 skipped;")
     (tmp_path / "a" / "rocket" / "euler" / "seed-0.mp4").write_bytes(b"damaged")
-    plan = run_cli("plan", "recipes/demo.yaml", "--out", tmp_path / "a")
+    plan = invoke_cli("plan", "recipes/demo.yaml", "--out", tmp_path / "a")
     assert "rocket/euler/seed-0                render" in plan.stdout
-    repair = run_cli("recipes/demo.yaml", "--out", tmp_path / "a")
+    repair = invoke_cli("recipes/demo.yaml", "--out", tmp_path / "a")
     assert repair.stdout.strip().splitlines()[-1].startswith("1 ok, 3 skipped;")
     assert ffprobe(tmp_path / "a" / "rocket" / "euler" / "seed-0.mp4")["nb_read_frames"] == "8"
 
@@ -100,7 +102,7 @@ def test_every_format_and_only(write_recipe, tmp_path):
     path = write_recipe(TINY_RECIPE.replace("output: {dir: out}",
                                             "output: {dir: out, formats: [mp4, webm, gif, webp, frames]}")
                         .replace("image: inputs/coffee.jpg", "image: inputs/coffee.jpg\n    seeds: [0, 1]"))
-    proc = run_cli(path, "--only", "coffee/euler/seed-1")
+    proc = invoke_cli(path, "--only", "coffee/euler/seed-1")
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "out" / "coffee" / "euler"
     assert sorted(p.name for p in folder.iterdir()) == ["seed-1", "seed-1.gif", "seed-1.json", "seed-1.mp4",
@@ -109,7 +111,7 @@ def test_every_format_and_only(write_recipe, tmp_path):
     assert ffprobe(folder / "seed-1.gif")["nb_read_frames"] == "4"
     assert sorted(p.name for p in (folder / "seed-1").iterdir()) == [f"frame-000{i}.png" for i in range(4)]
     assert len(load_json(folder / "seed-1.json")["files"]) == 8
-    bad = run_cli(path, "--only", "cofee")
+    bad = invoke_cli(path, "--only", "cofee")
     assert bad.returncode == 2
     assert bad.stderr.strip() == f"svdrender: --only 'cofee' matches no job of {path}; did you mean 'coffee'?"
 
@@ -125,8 +127,8 @@ def test_sde_preset_is_reproducible_alone_and_in_a_batch(write_recipe, tmp_path)
     text = TINY_RECIPE.replace("image: inputs/coffee.jpg",
                                "image: inputs/coffee.jpg\n    presets: [euler, dpmpp_2m_sde_karras]\n    seeds: [0, 1]")
     path = write_recipe(text)
-    batch = run_cli(path, "--out", tmp_path / "batch")
-    alone = run_cli(path, "--out", tmp_path / "alone", "--only", "coffee/dpmpp_2m_sde_karras/seed-1")
+    batch = invoke_cli(path, "--out", tmp_path / "batch")
+    alone = invoke_cli(path, "--out", tmp_path / "alone", "--only", "coffee/dpmpp_2m_sde_karras/seed-1")
     assert batch.returncode == alone.returncode == 0, batch.stderr + alone.stderr
     key = "coffee/dpmpp_2m_sde_karras/seed-1.json"
     assert load_json(tmp_path / "batch" / key)["frames_sha256"] == load_json(tmp_path / "alone" / key)["frames_sha256"]
@@ -134,7 +136,7 @@ def test_sde_preset_is_reproducible_alone_and_in_a_batch(write_recipe, tmp_path)
 
 def test_unavailable_model_is_one_sentence_exit_1(write_recipe):
     path = write_recipe(TINY_RECIPE.replace("model: builtin:tiny", "model: acme/not-cached"))
-    proc = run_cli(path)
+    proc = invoke_cli(path)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "svdrender: model 'acme/not-cached' revision 'main' is not in the local Hugging Face cache" in proc.stderr
@@ -151,7 +153,7 @@ def test_every_builtin_preset_renders_through_the_cli(write_recipe, tmp_path):
     names = sorted(scheduler_presets.PRESETS)
     path = write_recipe(TINY_RECIPE.replace("image: inputs/coffee.jpg",
                                             f"image: inputs/coffee.jpg\n    presets: [{', '.join(names)}]"))
-    proc = run_cli(path, "--quiet")
+    proc = invoke_cli(path, "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith(f"{len(names)} ok;")
     classes = {load_json(tmp_path / "out" / "coffee" / name / "seed-0.json")["scheduler"]["class"] for name in names}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RECIPE, run_cli
+from conftest import TINY_RECIPE, invoke_cli, run_cli
 from hubserver import COMMIT as HUB_COMMIT, GATED, PUBLIC, closed_port_url, hub_url, online  # noqa: F401
 from renderer import doctor
 from renderer.recipe import ModelSpec
@@ -24,6 +24,7 @@ def lines_of(proc) -> dict[str, str]:
 
 
 def test_builtin_tiny_can_render_here(write_recipe):
+    # A fresh interpreter, as a CI step runs it: the imports check imports what rendering needs for the first time.
     proc = run_cli("doctor", write_recipe(TINY_RECIPE))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = lines_of(proc)
@@ -38,7 +39,7 @@ def test_builtin_tiny_can_render_here(write_recipe):
 
 
 def test_hub_model_missing_offline_cannot_render(write_recipe):
-    proc = run_cli("doctor", write_recipe(TINY_RECIPE.replace("model: builtin:tiny", "model: acme/not-cached")))
+    proc = invoke_cli("doctor", write_recipe(TINY_RECIPE.replace("model: builtin:tiny", "model: acme/not-cached")))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert lines_of(proc)["model"] == (
         "fail     model            acme/not-cached revision main: not in the local cache, and HF_HUB_OFFLINE=1 "

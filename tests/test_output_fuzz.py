@@ -37,7 +37,7 @@ odd = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(ma
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory, one_torch_thread):
+def rendered(tmp_path_factory):
     """One real render of a 2-job recipe, copied afresh for every example."""
     folder = tmp_path_factory.mktemp("rendered")
     shutil.copytree(INPUTS, folder / "inputs")

@@ -3,8 +3,9 @@ one writer per output folder, per-job failures (OOM, black frames, encoder, chan
 writes that never leave the output folder.
 
 Signal and lock tests drive the real CLI in subprocesses and time their signals by its progress lines ("[i/N] job
-status" on stderr) and by the temporaries it writes; failure tests run `run_plan` in-process on the real tiny engine,
-or on a stand-in engine where the test is about what happens around rendering."""
+status" on stderr) and by the temporaries it writes; the reruns and reports that follow them, and the failure tests,
+run in this process: the CLI through invoke_cli, or `run_plan` on the real tiny engine, or on a stand-in engine where
+the test is about what happens around rendering."""
 
 import fcntl
 import hashlib
@@ -25,7 +26,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY_RECIPE, cli_env, load_json, run_cli
+from conftest import REPO, TINY_RECIPE, cli_env, invoke_cli, load_json, run_cli
 from renderer.batch import run_plan
 from renderer.layout import LOCK_NAME, TMP_MARKER
 from renderer.plan import make_plan, model_revision, with_cache_key
@@ -140,7 +141,7 @@ def test_sigkill_at_any_moment_then_a_rerun_renders_each_job_exactly_once(write_
     after_kill()
     assert sorted(finished) == [0, 1, 2]
     # 4: completes, rendering only what no run finished.
-    rerun = run_cli(path)
+    rerun = invoke_cli(path)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip().splitlines()[-1].startswith("1 ok, 3 skipped;")
     assert {seed: sidecars[seed].read_bytes() for seed in finished} == finished
@@ -173,7 +174,7 @@ def test_sigterm_stops_the_job_records_it_interrupted_and_exits_143(write_recipe
     assert temporaries(out) == []
     assert lock_is_free(out)
     assert load_json(out / "manifest.json")["counts"] == {"interrupted": 1, "ok": 1}
-    plan = run_cli("plan", path).stdout
+    plan = invoke_cli("plan", path).stdout
     assert re.search(r"coffee/euler/seed-0 +skip .*\(done: same settings, files intact\)", plan)
     assert re.search(r"coffee/euler/seed-1 +render .*\(previous run was interrupted\)", plan)
 
@@ -266,7 +267,7 @@ def test_plan_says_why_each_job_renders(write_recipe, tmp_path):
         (folder / f"seed-{seed}.json").write_text(json.dumps({**record, "status": status}))
     (folder / "seed-5.json").write_text("{truncated")
     write_recipe(tiny(range(7), rocket + "    motion_bucket_id: 100\n"))
-    plan = run_cli("plan", path)
+    plan = invoke_cli("plan", path)
     assert plan.returncode == 0, plan.stderr
     reasons = dict(re.findall(r"^(\S+) +(?:skip|render) .*\((.*)\)$", plan.stdout, re.MULTILINE))
     assert reasons == {
@@ -279,7 +280,7 @@ def test_plan_says_why_each_job_renders(write_recipe, tmp_path):
         "coffee/euler/seed-6": "new",
         "rocket/euler/seed-0": "changed: motion_bucket_id",
     }
-    forced = run_cli("plan", path, "--force", "--only", "coffee/euler/seed-0").stdout
+    forced = invoke_cli("plan", path, "--force", "--only", "coffee/euler/seed-0").stdout
     assert re.search(r"^coffee/euler/seed-0 +render .*\(forced \(--force\)\)$", forced, re.MULTILINE)
     assert "recipe: 1 job (1 to render)" in forced  # --only narrows the plan to the named job
 
@@ -456,9 +457,9 @@ def test_out_of_memory_that_persists_fails_the_job_and_the_batch_goes_on(write_r
 def reports(out: Path) -> tuple[dict, ET.Element, list[str], int]:
     """The manifest, the JUnit suite and the markdown lines `svdrender report` gives for `out`, and its exit code
     without --no-fail (the reports themselves come with --no-fail, which exits 0)."""
-    verdict = run_cli("report", out)
-    junit = run_cli("report", out, "--no-fail", "--format", "junit")
-    markdown = run_cli("report", out, "--no-fail", "--format", "markdown")
+    verdict = invoke_cli("report", out)
+    junit = invoke_cli("report", out, "--no-fail", "--format", "junit")
+    markdown = invoke_cli("report", out, "--no-fail", "--format", "markdown")
     assert junit.returncode == markdown.returncode == 0, junit.stderr + markdown.stderr
     assert "Traceback" not in verdict.stderr + junit.stderr + markdown.stderr
     return (load_json(out / "manifest.json"), ET.fromstring(junit.stdout.encode()).find("testsuite"),
@@ -481,7 +482,7 @@ def test_a_model_that_cannot_load_is_a_failed_run_listing_every_job_as_not_run(w
     path = write_recipe(tiny([0, 1], "  - name: rocket\n    image: inputs/rocket.jpg\n")
                         .replace("model: builtin:tiny", "model: ./broken-model"))
     out = tmp_path / "out"
-    proc = run_cli(path)
+    proc = invoke_cli(path)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     error = proc.stderr.strip().splitlines()[-1].removeprefix("svdrender: ")
@@ -531,7 +532,7 @@ def test_a_failed_job_makes_the_run_and_every_report_fail(write_recipe, tmp_path
     out = tmp_path / "out"
     # A folder where the video should go: encoding works, placing the file cannot.
     (out / "coffee" / "euler" / "seed-0.mp4").mkdir(parents=True)
-    proc = run_cli(path)
+    proc = invoke_cli(path)
     assert proc.returncode == 1, proc.stderr
     manifest, suite, markdown, code = reports(out)
     assert (manifest["run"]["outcome"], manifest["run"]["error"]) == ("failed", None)
@@ -543,7 +544,7 @@ def test_a_failed_job_makes_the_run_and_every_report_fail(write_recipe, tmp_path
     assert code == 1
     # Once the job renders, the run and its reports are green again.
     (out / "coffee" / "euler" / "seed-0.mp4").rmdir()
-    assert run_cli(path).returncode == 0
+    assert invoke_cli(path).returncode == 0
     manifest, suite, markdown, code = reports(out)
     assert (manifest["run"]["outcome"], code, markdown[0]) == ("ok", 0, "## ✅ svdrender: recipe")
     assert [j["status"] for j in manifest["run"]["jobs"]] == ["ok", "skipped"]
@@ -561,7 +562,7 @@ def test_a_malformed_sidecar_makes_its_job_corrupt_and_it_renders_again(write_re
     job = make_plan(load_recipe(path)).jobs[0]
     assert job.render_reason == "sidecar corrupt: $.width: 'abc' is not of type 'integer'"
     # The report and the contact sheet are made anyway; the job is shown as corrupt, and the folder not green.
-    report = run_cli("report", out, "--format", "json")
+    report = invoke_cli("report", out, "--format", "json")
     assert (report.returncode, report.stderr) == (1, "")
     document = json.loads(report.stdout)
     assert [(j["id"], j["status"]) for j in document["jobs"]] == [("coffee/euler/seed-0", "corrupt"),
@@ -665,7 +666,7 @@ def test_a_manifest_or_contact_sheet_that_is_not_svdrenders_is_never_overwritten
     out.mkdir()
     (out / name).write_text(content)
     for args in ((path,), ("report", out)):
-        proc = run_cli(*args)
+        proc = invoke_cli(*args)
         assert (proc.returncode, proc.stderr) == (2, f"svdrender: {out / name}: not written by svdrender; refusing "
                                                      "to overwrite it (move it away, or render into another folder "
                                                      "with --out)\n")
@@ -688,7 +689,7 @@ def test_report_while_a_render_holds_the_folder_reads_a_snapshot_and_writes_noth
 def test_an_output_folder_that_cannot_be_written_is_one_line_and_a_documented_exit_code(write_recipe, tmp_path):
     path = write_recipe(tiny([0]))
     too_long = tmp_path / ("x" * 300)
-    proc = run_cli(path, "--out", too_long)
+    proc = invoke_cli(path, "--out", too_long)
     assert (proc.returncode, proc.stderr) == (1, f"svdrender: {too_long}: cannot take the output lock (File name "
                                                  "too long)\n")
 
@@ -745,7 +746,7 @@ def test_ffmpeg_dies_with_svdrender(tmp_path):
 
 def test_plan_shows_every_formats_path(write_recipe):
     path = write_recipe(tiny([0]).replace("output: {dir: out}", "output: {dir: out, formats: [mp4, gif, frames]}"))
-    plan = run_cli("plan", path)
+    plan = invoke_cli("plan", path)
     assert plan.returncode == 0, plan.stderr
     assert "-> coffee/euler/seed-0.mp4, coffee/euler/seed-0.gif, coffee/euler/seed-0/ (new)" in plan.stdout
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, cli_env, load_json, run_cli
+from conftest import REPO, cli_env, invoke_cli, load_json
 
 ERROR = "RuntimeError: CUDA out of memory | tried <2 GiB> & failed\n  at step 3\x1b[0m"
 
@@ -70,7 +70,7 @@ def manifest_of(name: str, jobs, outcome: str = "ok", error: str | None = None) 
 
 
 def report(out_dir, *args, code: int = 1):
-    proc = run_cli("report", out_dir, *args)
+    proc = invoke_cli("report", out_dir, *args)
     assert proc.returncode == code, proc.stderr
     return proc.stdout
 
@@ -139,9 +139,9 @@ def test_all_ok_markdown_and_empty_folder(tmp_path):
 
 
 def test_report_usage_errors(tmp_path):
-    missing = run_cli("report", tmp_path / "nope")
+    missing = invoke_cli("report", tmp_path / "nope")
     assert (missing.returncode, missing.stderr) == (2, f"svdrender: {tmp_path / 'nope'}: no such folder\n")
-    bad = run_cli("report", tmp_path, "--format", "html")
+    bad = invoke_cli("report", tmp_path, "--format", "html")
     assert bad.returncode == 2 and "'html' is not one of 'markdown', 'json', 'junit'" in bad.stderr
 
 

@@ -27,10 +27,8 @@ import torch
 from renderer import scheduler_presets
 from renderer.builtin_models import SVD_SCHEDULER_CONFIG
 
-# diffusers' integer-timestep schedulers (the refused ones) warn about numpy 2's __array__ protocol on every step;
-# the sampler runs tiny tensors, fastest on one torch thread.
-pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
-              pytest.mark.usefixtures("one_torch_thread")]
+# diffusers' integer-timestep schedulers (the refused ones) warn about numpy 2's __array__ protocol on every step.
+pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")]
 
 
 def _load_bench_module():

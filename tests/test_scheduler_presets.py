@@ -31,10 +31,8 @@ from renderer.scheduler_presets import (
 )
 from renderer.builtin_models import SVD_SCHEDULER_CONFIG
 
-# diffusers' Euler warns about numpy 2's __array__ protocol when it computes σ from its betas; the scheduler tests
-# run tiny tensors, fastest on one torch thread.
-pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning"),
-              pytest.mark.usefixtures("one_torch_thread")]
+# diffusers' Euler warns about numpy 2's __array__ protocol when it computes σ from its betas.
+pytestmark = [pytest.mark.filterwarnings("ignore:__array:DeprecationWarning")]
 
 # --- torch-free parts ---------------------------------------------------------------------------------------------
 
@@ -548,9 +546,10 @@ def test_ladder_renders_through_the_cli_with_its_own_steps(ladder_render):
 
 
 def test_ladder_and_sde_reproduce_their_frames_by_seed(ladder_render):
-    from conftest import run_cli
+    from conftest import invoke_cli
 
-    again = run_cli(ladder_render / "recipe.yaml", "--out", ladder_render / "again", "--quiet")
+    # Again in this process: the same frames in another process, from the seed alone.
+    again = invoke_cli(ladder_render / "recipe.yaml", "--out", ladder_render / "again", "--quiet")
     assert again.returncode == 0, again.stderr
     first, second = _jobs(ladder_render, "out"), _jobs(ladder_render, "again")
     hashes = {name: job["frames_sha256"] for name, job in first.items()}

@@ -1,6 +1,7 @@
 """Splitting a plan: cost-balanced shards, `--shard I/N` for CI matrices, two real processes through
 `accelerate launch`, and two "machines" through two real `torchrun --nnodes 2` launches (gloo on the CPU, static
-rendezvous on 127.0.0.1): disjoint shares whose frames equal a one-process run, and one of them killed mid-batch."""
+rendezvous on 127.0.0.1): disjoint shares whose frames equal a one-process run, and one of them killed mid-batch.
+The one-process reference and the CI shards (one process each, as on a CI machine) run the CLI in this process."""
 
 import contextlib
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INPUTS, cli_env, load_json, run_cli
+from conftest import INPUTS, cli_env, invoke_cli, load_json
 from renderer.errors import UsageError
 from renderer.plan import make_plan, plan_recipe
 from renderer.recipe import load_recipe
@@ -62,7 +63,8 @@ def test_bad_shard_specs(text, message):
 # it is still rendering when its first job's sidecar appears.
 LAUNCH_RECIPE = RECIPE.replace("seeds: [0, 1]", "seeds: [0, 1, 2]")
 # torch's CPU kernels round differently with different thread counts; a launcher uses 1 thread per process, so the
-# one-process reference does too (on a GPU the thread count does not matter).
+# one-process reference does too (on a GPU the thread count does not matter). conftest runs this process on one
+# thread as well.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 PEER_LOST = ("svdrender: process 0: another process of this 2-process render stopped before the end (its machine or "
              "process died); this process's finished jobs are kept. Run the same command again on every machine to "
@@ -81,10 +83,13 @@ def launch_recipe(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(launch_recipe):
-    """Job id -> frames_sha256 of the launch recipe rendered by one process."""
+    """Job id -> frames_sha256 of the launch recipe rendered by one process (this one, on one thread)."""
+    import torch
+
+    assert torch.get_num_threads() == 1
     cache = launch_recipe.parent / "hf-cache"  # set here too: the per-test hermetic cache is not set up yet
-    done = run_cli(launch_recipe, "--out", launch_recipe.parent / "one",
-                   env=cli_env(HF_HOME=str(cache), HF_HUB_CACHE=str(cache / "hub"), **ONE_THREAD))
+    done = invoke_cli(launch_recipe, "--out", launch_recipe.parent / "one",
+                      env={"HF_HOME": str(cache), "HF_HUB_CACHE": str(cache / "hub")})
     assert done.returncode == 0, done.stderr
     return _frames(launch_recipe.parent / "one")[0]
 
@@ -105,21 +110,21 @@ def _frames(folder):
 
 
 def test_ci_shards_merge_by_copying_folders(launch_recipe, reference, tmp_path):
-    path, env = launch_recipe, cli_env(**ONE_THREAD)
-    one = run_cli(path, "--shard", "1/2", "--out", tmp_path / "s1", env=env)
-    two = run_cli(path, "--shard", "2/2", "--out", tmp_path / "s2", env=env)
+    path = launch_recipe
+    one = invoke_cli(path, "--shard", "1/2", "--out", tmp_path / "s1")
+    two = invoke_cli(path, "--shard", "2/2", "--out", tmp_path / "s2")
     assert one.returncode == two.returncode == 0, one.stderr + two.stderr
     first, second = _frames(tmp_path / "s1")[0], _frames(tmp_path / "s2")[0]
     assert first and second and not set(first) & set(second)
     merged = tmp_path / "merged"
     for shard in ("s1", "s2"):
         shutil.copytree(tmp_path / shard, merged, dirs_exist_ok=True)
-    report = run_cli("report", merged)
+    report = invoke_cli("report", merged)
     assert report.returncode == 0 and "manifest.json: 6 jobs;" in report.stdout
     frames, manifest = _frames(merged)
     assert manifest["counts"] == {"ok": 6}
     assert frames == reference
-    bad = run_cli(path, "--shard", "2/1")
+    bad = invoke_cli(path, "--shard", "2/1")
     assert bad.returncode == 2 and "I must be between 1 and N" in bad.stderr
 
 
@@ -138,7 +143,7 @@ def test_two_processes_with_accelerate_launch(launch_recipe, reference, tmp_path
     assert frames == reference
     # Each process rendered a disjoint share: the two summaries name six different jobs.
     assert sorted(_rendered(out)) == sorted(frames)
-    rerun = run_cli(launch_recipe, "--out", tmp_path / "two", env=cli_env(**ONE_THREAD))
+    rerun = invoke_cli(launch_recipe, "--out", tmp_path / "two")
     assert rerun.stdout.strip().splitlines()[-1].startswith("6 skipped;")
 
 
@@ -227,7 +232,7 @@ def test_two_machines_with_a_folder_each_merge_with_report(launch_recipe, refere
     merged = tmp_path / "merged"
     for out in outs:
         shutil.copytree(out, merged, dirs_exist_ok=True)
-    report = run_cli("report", merged)
+    report = invoke_cli("report", merged)
     assert report.returncode == 0, report.stderr
     assert report.stdout.startswith(f"{merged / 'manifest.json'}: 6 jobs;")
     frames, manifest = _frames(merged)
