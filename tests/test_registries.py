@@ -67,3 +67,14 @@ def test_recipe_schema_lists_exactly_the_registered_profiles():
         "profile"]
     assert tuple(profile["enum"]) == PROFILES
     assert profile["default"] == DEFAULT_PROFILE
+
+
+def test_picks_schema_and_the_picks_module_agree():
+    from renderer.picks import PICKS_KIND, PICKS_VERSION, picks_template
+
+    schema = json.loads((SCHEMAS / "picks.schema.json").read_text())
+    assert (schema["properties"]["kind"]["const"], schema["properties"]["version"]["const"]) == (PICKS_KIND,
+                                                                                                 PICKS_VERSION)
+    # The page exports the template with its jobs filled in: the template has every key the schema knows.
+    assert set(picks_template(recipe=None, recipe_path=None, run_id=None, output_dir=None)) == set(
+        schema["properties"])
