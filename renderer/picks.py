@@ -252,6 +252,8 @@ def read_picks(path: Path) -> Picks:
                 for where, offset in repeated]
     problems += [problem(where, message) for where, message in _schema_messages(data)]
     jobs = data.get("jobs") if isinstance(data.get("jobs"), list) else []
+    if len(jobs) > schema()["properties"]["jobs"]["maxItems"]:
+        jobs = []  # one line says the list is too long, not one line per id
     picked = []
     for index, job_id in enumerate(jobs):
         if not isinstance(job_id, str):

@@ -127,6 +127,8 @@ BAD = [
         f":{9 + i}:5: $.jobs[{i}]: {text!r} is not a job id: item/preset/seed-N, with names of letters, digits, '.', "
         "'_' and '-'" for i, text in enumerate(PATH_LIKE_IDS)] + [
         ":17:5: $.jobs[8]: 'coffee/a/seed-1' is listed twice; keep one"]),
+    ("too-many", picks_text([f"coffee/a/seed-{n}" for n in range(10_001)]), [
+        ":8:3: $.jobs: lists 10,001 jobs; a picks file lists at most 10,000"]),
     ("huge-seed", picks_text(["coffee/a/seed-9223372036854775808", 5]), [
         ":9:5: $.jobs[0]: 'coffee/a/seed-9223372036854775808' names a seed above the largest seed "
         "9223372036854775807 (2**63 - 1)",
@@ -237,3 +239,4 @@ def test_the_schema_accepts_what_the_contact_sheet_exports_and_refuses_path_like
     # `$` also matches before a final newline, ECMA-262's, which editors use, does not: the last id is left out.)
     for job_id in PATH_LIKE_IDS[:-1]:
         assert list(validator.iter_errors({**exported, "jobs": [job_id]})), job_id
+
