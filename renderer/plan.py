@@ -265,10 +265,10 @@ def plan_recipe(path: Path, *, model: str | None = None, out: Path | None = None
     if picks is not None and only:
         raise UsageError("--only and --picks both choose the jobs to render; use one of them")
     recipe = load_recipe(path, model_override=model, out_override=out, check_images=check_images)
-    if smoke:
-        recipe = smoke_recipe(recipe)
     if picks is not None:
         recipe = narrow(recipe, read_picks(picks), preset)
+    if smoke:  # after narrowing: a smoke run shrinks the presets --preset brings in too
+        recipe = smoke_recipe(recipe)
     plan = make_plan(recipe, only=tuple(only), force=force)
     matched = {o for o in only for j in plan.jobs if j.id == o or j.item == o or j.id.startswith(o + "/")}
     missing = [o for o in only if o not in matched]

@@ -240,3 +240,22 @@ def test_the_schema_accepts_what_the_contact_sheet_exports_and_refuses_path_like
     for job_id in PATH_LIKE_IDS[:-1]:
         assert list(validator.iter_errors({**exported, "jobs": [job_id]})), job_id
 
+
+
+def test_the_documented_review_workflow_plans_as_documented(tmp_path):
+    # recipes/review_seeds.yaml's own command, planned for real and as a smoke run (which shrinks the final presets
+    # that --preset brings in too, down to the fewest steps the ladder takes).
+    (tmp_path / "inputs").mkdir()
+    shutil.copy(INPUTS / "coffee.jpg", tmp_path / "inputs")
+    recipe = tmp_path / "review_seeds.yaml"
+    recipe.write_text((INPUTS.parent / "review_seeds.yaml").read_text().replace("../renders/", "renders/"))
+    picks = tmp_path / "picks.json"
+    picks.write_text(picks_text(["coffee/calm/seed-2", "coffee/lively/seed-3"], recipe="review_seeds"))
+    options = ["--picks", picks, "--preset", "calm=calm_final", "--preset", "lively=lively_final"]
+    for smoke, steps, frames in (([], 10, 25), (["--smoke"], 3, 4)):
+        result = svdrender("plan", "--json", recipe, *options, *smoke)
+        assert result.exit_code == 0, result.output
+        jobs = json.loads(result.stdout)["jobs"]
+        assert [(j["id"], j["settings"]["num_inference_steps"], j["settings"]["num_frames"],
+                 j["settings"]["motion_bucket_id"]) for j in jobs] == [
+            ("coffee/calm_final/seed-2", steps, frames, 90), ("coffee/lively_final/seed-3", steps, frames, 180)]
