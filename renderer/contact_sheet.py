@@ -199,13 +199,10 @@ SCRIPT = """
   function savePicks() {
     try { localStorage.setItem(storeKey, JSON.stringify(Array.from(picked))); } catch (e) { /* storage off */ }
   }
-  function picksText() {
-    var doc = Object.assign({}, template, {jobs: pickable.filter(function (id) { return picked.has(id); })});
-    return JSON.stringify(doc, null, 2) + '\\n';
-  }
   function refreshPicks() {
-    var text = picksText();
-    var count = JSON.parse(text).jobs.length;
+    var jobs = pickable.filter(function (id) { return picked.has(id); });  // in the sheet's order
+    var text = JSON.stringify(Object.assign({}, template, {jobs: jobs}), null, 2) + '\\n';
+    var count = jobs.length;
     byId('picks-text').value = text;
     byId('picks-count').textContent = count + ' picked';
     var link = byId('picks-download');
@@ -291,7 +288,6 @@ SCRIPT = """
       video.muted = true;
       video.playsInline = true;
       video.preload = 'auto';
-      video.title = job.id;
       job.sources.forEach(function (s) {
         var source = node('source');
         source.src = s.src;
@@ -304,7 +300,7 @@ SCRIPT = """
       clip.counter.title = 'frame shown / frames';
       clip.last = clip.end - 0.5 / clip.fps;
       clips.push(clip);
-      if (clips.length <= 9) { label.insertBefore(node('kbd', '', String(clips.length)), label.firstChild); }
+      if (clips.length <= 9) { label.appendChild(node('kbd', '', String(clips.length))); }  // its pick key
       label.appendChild(clip.counter);
       var pick = node('button', 'pick');
       pick.type = 'button';
@@ -492,7 +488,7 @@ SCRIPT = """
     clips.forEach(function (c) { c.video.playbackRate = clock.rate; });
   });
   scrub.addEventListener('pointerdown', function () { scrubbing = true; });
-  scrub.addEventListener('pointerup', function () { scrubbing = false; });
+  window.addEventListener('pointerup', function () { scrubbing = false; });  // also when let go outside it
   scrub.addEventListener('input', function () { seekAll(Number(scrub.value)); });
   window.addEventListener('hashchange', showView);
   document.addEventListener('keydown', function (e) {
