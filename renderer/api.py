@@ -45,29 +45,33 @@ class JobOutput:
 def render(recipe: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.PathLike | None = None,
            out: str | os.PathLike | None = None, only: str | list[str] | tuple[str, ...] = (),
            model: str | None = None, device: str = "auto", force: bool = False, fail_fast: bool = False,
-           max_failures: int | None = None, quiet: bool = False, smoke: bool = False) -> list[JobOutput]:
+           max_failures: int | None = None, quiet: bool = False, smoke: bool = False,
+           picks: str | os.PathLike | None = None, preset: str | list[str] | tuple[str, ...] = ()) -> list[JobOutput]:
     """Render every job of a recipe file, or of a dict holding what such a file would; return one result per job.
 
-    `out`, `only`, `model`, `device`, `force`, `fail_fast`, `max_failures`, `quiet` and `smoke` are the command
-    line's options. Relative paths in a dict recipe resolve against `base_dir` (default: the current folder); a recipe
-    file's resolve against its own folder. An invalid recipe raises RecipeError listing every problem, a model that
-    cannot load raises ModelUnavailableError, and a failed job does not raise: its result has status "failed" and
-    the error. Interrupting the kernel (SIGINT) stops after recording the current job and raises KeyboardInterrupt.
+    `out`, `only`, `picks`, `preset`, `model`, `device`, `force`, `fail_fast`, `max_failures`, `quiet` and `smoke`
+    are the command line's options. Relative paths in a dict recipe resolve against `base_dir` (default: the current
+    folder); a recipe file's resolve against its own folder. An invalid recipe raises RecipeError listing every
+    problem, a model that cannot load raises ModelUnavailableError, and a failed job does not raise: its result has
+    status "failed" and the error. Interrupting the kernel (SIGINT) stops after recording the current job and raises
+    KeyboardInterrupt.
     """
     from .batch import run_plan
     from .plan import plan_recipe
 
     only = (only,) if isinstance(only, str) else tuple(only)
     out_path = Path(out).expanduser().resolve() if out is not None else None
+    chosen = {"picks": Path(picks) if picks is not None else None,
+              "preset": (preset,) if isinstance(preset, str) else tuple(preset)}
     if isinstance(recipe, Mapping):
         with _recipe_file(recipe, Path(base_dir if base_dir is not None else Path.cwd())) as path:
             with _located_in_dict(path):
-                plan = plan_recipe(path, model=model, out=out_path, only=only, force=force, smoke=smoke)
+                plan = plan_recipe(path, model=model, out=out_path, only=only, force=force, smoke=smoke, **chosen)
             run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures)
     else:
         if base_dir is not None:
             raise UsageError("base_dir is for dict recipes; a recipe file's paths resolve against its own folder")
-        plan = plan_recipe(Path(recipe), model=model, out=out_path, only=only, force=force, smoke=smoke)
+        plan = plan_recipe(Path(recipe), model=model, out=out_path, only=only, force=force, smoke=smoke, **chosen)
         run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures)
     if run.exit_code == EXIT_SIGINT:
         raise KeyboardInterrupt

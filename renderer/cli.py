@@ -64,6 +64,11 @@ def main():
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (overrides output.dir).")
 @click.option("--only", multiple=True, metavar="JOB_OR_ITEM",
               help="Render only this job id (item/preset/seed-N), item or item/preset; repeatable.")
+@click.option("--picks", type=click.Path(path_type=Path), metavar="PICKS.json",
+              help="Render exactly the jobs marked on the contact sheet and exported as picks.json.")
+@click.option("--preset", "picks_preset", multiple=True, metavar="[FROM=]NAME",
+              help="With --picks: render each picked item and seed with preset NAME instead (FROM=NAME: the picks "
+                   "of preset FROM), as new jobs item/NAME/seed-N beside the picked ones; repeatable.")
 @click.option("--model", "model", metavar="ID", help="Override the model, e.g. a local folder.")
 @click.option("--smoke", is_flag=True, help="Smoke run: every job on builtin:tiny at 64x64, 4 frames, 2 steps, "
               "into OUTPUT_DIR-smoke (seconds on a CPU; real outputs are never touched).")
@@ -79,8 +84,8 @@ def main():
 @click.option("--compile/--no-compile", "compile_unet", default=None,
               help="Force torch.compile of the UNet on or off (default: the profile's choice).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only failures and the final summary line.")
-def render(recipes, out, only, model, smoke, device, dry_run, force, fail_fast, max_failures, shard, profile,
-           compile_unet, quiet):
+def render(recipes, out, only, picks, picks_preset, model, smoke, device, dry_run, force, fail_fast, max_failures,
+           shard, profile, compile_unet, quiet):
     """Render every job of RECIPE (item x preset x seed).
 
     Under `accelerate launch` or `torchrun`, each process renders its cost-balanced share on its own GPU.
@@ -95,9 +100,12 @@ def render(recipes, out, only, model, smoke, device, dry_run, force, fail_fast, 
         _fail(UsageError("--out takes one recipe at a time (each recipe needs its own output folder)"))
     if smoke and model:
         _fail(UsageError("--smoke renders on builtin:tiny; leave out --model"))
+    if picks is not None and len(recipes) > 1:
+        _fail(UsageError("--picks takes one recipe at a time (the one the jobs were picked from)"))
     try:
         part = parse_shard(shard) if shard else None
-        plans = [plan_recipe(path, model=model, out=out, only=only, force=force, smoke=smoke) for path in recipes]
+        plans = [plan_recipe(path, model=model, out=out, only=only, force=force, smoke=smoke, picks=picks,
+                             preset=picks_preset) for path in recipes]
     except SvdrenderError as exc:
         _fail(exc)
     if part is not None:
@@ -170,17 +178,22 @@ def validate(recipes, quiet):
 @click.option("--json", "as_json", is_flag=True, help="Print every job, its settings and output paths as JSON.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder (overrides output.dir).")
 @click.option("--only", multiple=True, metavar="JOB_OR_ITEM", help="Keep only matching jobs; repeatable.")
+@click.option("--picks", type=click.Path(path_type=Path), metavar="PICKS.json",
+              help="Plan only the jobs of a picks.json exported from the contact sheet.")
+@click.option("--preset", "picks_preset", multiple=True, metavar="[FROM=]NAME",
+              help="With --picks: plan each picked item and seed with preset NAME instead; repeatable.")
 @click.option("--model", "model", metavar="ID", help="Override the model.")
 @click.option("--force", is_flag=True, help="Plan as if nothing had been rendered yet.")
 @click.option("--smoke", is_flag=True, help="Plan the smoke run (see `svdrender render --help`).")
-def plan_command(recipe, as_json, out, only, model, force, smoke):
+def plan_command(recipe, as_json, out, only, picks, picks_preset, model, force, smoke):
     """List the jobs RECIPE would render, and which are already done."""
     from .plan import plan_json, plan_recipe
 
     if smoke and model:
         _fail(UsageError("--smoke renders on builtin:tiny; leave out --model"))
     try:
-        plan = plan_recipe(recipe, model=model, out=out, only=only, force=force, smoke=smoke)
+        plan = plan_recipe(recipe, model=model, out=out, only=only, force=force, smoke=smoke, picks=picks,
+                           preset=picks_preset)
     except SvdrenderError as exc:
         _fail(exc, rendering=False)
     if as_json:

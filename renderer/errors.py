@@ -44,6 +44,10 @@ class RecipeError(SvdrenderError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class PicksError(RecipeError):
+    """A picks file (`--picks`) that cannot be used; carries every problem, each located in that file."""
+
+
 class UsageError(SvdrenderError):
     """A command-line mistake (bad option value, unknown --only target, ...)."""
 

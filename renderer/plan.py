@@ -16,6 +16,7 @@ from .paths import is_inside
 from .records import CorruptRecord, read_sidecar
 from .errors import UsageError
 from .formats import FORMATS
+from .picks import narrow, read_picks
 from .scheduler_presets import SchedulerChoice
 from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, suggest
 from .smoke import smoke_recipe
@@ -279,14 +280,23 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
 
 
 def plan_recipe(path: Path, *, model: str | None = None, out: Path | None = None, only=(), force: bool = False,
-                check_images: bool = True, smoke: bool = False) -> Plan:
+                check_images: bool = True, smoke: bool = False, picks: Path | None = None,
+                preset: tuple[str, ...] = ()) -> Plan:
     """Load, validate and plan a recipe file, as `svdrender render/plan` and `renderer.render` do; `smoke` plans
-    the recipe as renderer.smoke rewrites it.
+    the recipe as renderer.smoke rewrites it; `picks` plans only the jobs of a picks file (with `preset`, each
+    `NAME` or `FROM=NAME`: its items and seeds under those presets, see renderer.picks.narrow).
 
     An `only` entry that matches no job is a usage mistake (a typo would otherwise render nothing and exit 0).
     """
+    if preset and picks is None:
+        raise UsageError("--preset renders picked items and seeds with another preset; give the picks with "
+                         "--picks PICKS.json")
+    if picks is not None and only:
+        raise UsageError("--only and --picks both choose the jobs to render; use one of them")
     recipe = load_recipe(path, model_override=model, out_override=out, check_images=check_images)
-    if smoke:
+    if picks is not None:
+        recipe = narrow(recipe, read_picks(picks), preset)
+    if smoke:  # after narrowing: a smoke run shrinks the presets --preset brings in too
         recipe = smoke_recipe(recipe)
     plan = make_plan(recipe, only=tuple(only), force=force)
     matched = {o for o in only for j in plan.jobs if j.id == o or j.item == o or j.id.startswith(o + "/")}

@@ -721,35 +721,39 @@ def resolve_settings(recipe: Recipe, preset: Preset, item: Item) -> Settings:
     return Settings(**values)
 
 
+def combination_problems(recipe: Recipe, preset: Preset, item: Item) -> list[tuple[tuple[str, ...], str]]:
+    """What is wrong with item × preset's resolved settings that no single value shows (the step range of the
+    preset's scheduler, the guidance order), each with the names of the settings at fault."""
+    problems = []
+    s = resolve_settings(recipe, preset, item)
+    steps = s.num_inference_steps
+    message = (scheduler_presets.step_range_problem(preset.scheduler, steps)
+               if isinstance(steps, int) and not isinstance(steps, bool) else None)
+    if message:
+        problems.append((("num_inference_steps",), message))
+    if all(_strict_integer(None, v) for v in (s.segments, s.num_frames)) and s.segments > 1 and s.num_frames < 2:
+        problems.append((("segments", "num_frames"),
+                         f"segments {s.segments} needs num_frames of at least 2 for {item.name}/{preset.name}: a "
+                         f"segment after the first adds num_frames - 1 frames"))
+    if all(isinstance(v, (int, float)) for v in (s.min_guidance_scale, s.max_guidance_scale)) \
+            and s.min_guidance_scale > s.max_guidance_scale:
+        problems.append((("min_guidance_scale", "max_guidance_scale"),
+                         f"min_guidance_scale {s.min_guidance_scale} is above max_guidance_scale "
+                         f"{s.max_guidance_scale} for {item.name}/{preset.name}"))
+    return problems
+
+
 def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
-    """Checks on resolved combinations that no single value shows: step ranges, guidance order, segments that
-    would add no frames."""
+    """Checks on resolved combinations that no single value shows (step ranges, guidance order, segments that would
+    add no frames), each reported once where it was set."""
     reported = set()
     for item in recipe.items:
         for preset_name in item.presets:
             preset = recipe.presets[preset_name]
-            s = resolve_settings(recipe, preset, item)
-            steps = s.num_inference_steps
-            message = (scheduler_presets.step_range_problem(preset.scheduler, steps)
-                       if isinstance(steps, int) and not isinstance(steps, bool) else None)
-            if message and (where := _origin_of(("num_inference_steps",), recipe, preset, item)) not in reported:
-                reported.add(where)
-                out.add(where, message)
-            counts = (s.segments, s.num_frames)
-            if all(_strict_integer(None, v) for v in counts) and s.segments > 1 and s.num_frames < 2:
-                where = _origin_of(("segments", "num_frames"), recipe, preset, item)
-                if where not in reported:
+            for keys, message in combination_problems(recipe, preset, item):
+                if (where := _origin_of(keys, recipe, preset, item)) not in reported:
                     reported.add(where)
-                    out.add(where, f"segments {s.segments} needs num_frames of at least 2 for "
-                                   f"{item.name}/{preset.name}: a segment after the first adds num_frames - 1 frames")
-            if not all(isinstance(v, (int, float)) for v in (s.min_guidance_scale, s.max_guidance_scale)):
-                continue
-            if s.min_guidance_scale > s.max_guidance_scale:
-                where = _origin_of(("min_guidance_scale", "max_guidance_scale"), recipe, preset, item)
-                if where not in reported:
-                    reported.add(where)
-                    out.add(where, f"min_guidance_scale {s.min_guidance_scale} is above max_guidance_scale "
-                                   f"{s.max_guidance_scale} for {item.name}/{preset.name}")
+                    out.add(where, message)
 
 
 def _origin_of(keys: tuple[str, ...], recipe: Recipe, preset: Preset, item: Item) -> tuple:

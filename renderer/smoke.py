@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from . import scheduler_presets
 from .profiles import PerformanceRequest
-from .recipe import BUILTIN_TINY, ModelSpec, Recipe
+from .recipe import BUILTIN_TINY, ModelSpec, Preset, Recipe
 
 # Small enough that product_shots.yaml (6 jobs) renders in well under a minute on 2 CPU cores
 # (benchmarks/smoke_speed.py), large enough for the tiny model's two latent levels (64 px → 16 px latents).
@@ -31,15 +32,27 @@ def _without_smoke_keys(overrides: tuple[tuple[str, object], ...]) -> tuple[tupl
     return tuple((k, v) for k, v in overrides if k not in names)
 
 
+def _smoke_preset(preset: Preset) -> Preset:
+    """`preset` without its smoke keys; a ladder preset, which refuses fewer steps than its tested range, runs at the
+    fewest steps it takes."""
+    builtin = scheduler_presets.PRESETS.get(preset.scheduler)
+    fewest = builtin.step_range[0] if builtin is not None and builtin.step_range else 0
+    overrides = _without_smoke_keys(preset.overrides)
+    if fewest > dict(SMOKE_SETTINGS)["num_inference_steps"]:
+        overrides += (("num_inference_steps", fewest),)
+    return replace(preset, overrides=overrides)
+
+
 def smoke_recipe(recipe: Recipe) -> Recipe:
     """`recipe` as a smoke run renders it: the built-in tiny model, SMOKE_SETTINGS for every job, the output folder
     smoke_dir(output_dir), and no performance section (the tiny model runs on the CPU).
 
     Presets keep their schedulers and σ schedules and items their other settings, so every job of the recipe is
-    still planned and rendered; a preset with an explicit σ list keeps that list's step count.
+    still planned and rendered; a preset with an explicit σ list keeps that list's step count, and the draft / quick /
+    fine ladder runs at the fewest steps it takes.
     """
     defaults = _without_smoke_keys(recipe.defaults) + SMOKE_SETTINGS
-    presets = {name: replace(p, overrides=_without_smoke_keys(p.overrides)) for name, p in recipe.presets.items()}
+    presets = {name: _smoke_preset(p) for name, p in recipe.presets.items()}
     items = tuple(replace(i, overrides=_without_smoke_keys(i.overrides)) for i in recipe.items)
     return replace(recipe, model=ModelSpec(id=SMOKE_MODEL), output_dir=smoke_dir(recipe.output_dir),
                    defaults=defaults, presets=presets, items=items, performance=PerformanceRequest(), smoke=True)

@@ -79,3 +79,14 @@ def test_the_performance_request_has_exactly_the_recipe_schemas_performance_sett
     properties = json.loads((SCHEMAS / "recipe.schema.json").read_text())["properties"]["performance"]["properties"]
     assert {f.name: f.default for f in fields(PerformanceRequest)} == {
         name: spec["default"] for name, spec in properties.items()}
+
+
+def test_picks_schema_and_the_picks_module_agree():
+    from renderer.picks import PICKS_KIND, PICKS_VERSION, picks_template
+
+    schema = json.loads((SCHEMAS / "picks.schema.json").read_text())
+    assert (schema["properties"]["kind"]["const"], schema["properties"]["version"]["const"]) == (PICKS_KIND,
+                                                                                                 PICKS_VERSION)
+    # The page exports the template with its jobs filled in: the template has every key the schema knows.
+    assert set(picks_template(recipe=None, recipe_path=None, run_id=None, output_dir=None)) == set(
+        schema["properties"])

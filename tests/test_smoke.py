@@ -79,3 +79,16 @@ def test_plan_smoke_and_the_model_option_refused(tmp_path):
         refused = CliRunner().invoke(main, [*command, "--smoke", "--model", "acme/svd"])
         assert refused.exit_code == 2
         assert refused.output == "svdrender: --smoke renders on builtin:tiny; leave out --model\n"
+
+
+def test_ladder_presets_smoke_at_the_fewest_steps_they_take(tmp_path):
+    # draft / quick / fine refuse fewer than 3 steps: a smoke run of a recipe using them must still plan every job.
+    shutil.copytree(RECIPES / "inputs", tmp_path / "inputs")
+    path = tmp_path / "ladder.yaml"
+    path.write_text("version: 1\nmodel: stabilityai/stable-video-diffusion-img2vid-xt\n"
+                    "presets: {final: {scheduler: fine, motion_bucket_id: 90}}\n"
+                    "items:\n  - {image: inputs/coffee.jpg, presets: [draft, quick, final, euler]}\n")
+    smoke = plan_recipe(path, smoke=True)
+    assert [(j.preset, j.settings.num_inference_steps) for j in smoke.jobs] == [
+        ("draft", 3), ("quick", 3), ("final", 3), ("euler", 2)]
+    assert smoke.jobs[2].settings.motion_bucket_id == 90
