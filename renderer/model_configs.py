@@ -53,6 +53,8 @@ def _cached(model_id: str, revision: str) -> str | None:
     from huggingface_hub import try_to_load_from_cache
     from huggingface_hub.errors import HFValidationError
 
+    if ".." in revision:  # no git ref has one; the cache would read it as a path under refs/
+        return None
     try:
         found = try_to_load_from_cache(model_id, UNET_CONFIG, revision=revision)
     except (HFValidationError, OSError, ValueError):  # not a repository id, or a cache the OS will not read

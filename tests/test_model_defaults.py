@@ -304,3 +304,14 @@ def test_the_python_api_prints_a_dict_recipes_warnings_once(tmp_path, capsys, on
     assert capsys.readouterr().err.splitlines() == [
         f"<recipe dict>: $.defaults.num_frames: warning: num_frames 9 is more than the 8 frames the model was trained "
         f"for ({CONFIG}); frames past 8 usually degrade: leave num_frames out to render 8"]
+
+
+def test_a_revision_that_climbs_out_of_refs_is_not_followed(write_recipe, tmp_path, monkeypatch):
+    # The cache would read `refs/../../evil` as the file naming the commit: any file, of any size.
+    import huggingface_hub.constants as constants
+
+    hub_cache(tmp_path / "hub", SVD, {"main": 16})
+    (tmp_path / "hub" / "evil").write_text(COMMIT[:-1] + "0")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    job = plan_json(plan_recipe(write_recipe(recipe(f"{{id: {SVD}, revision: ../../evil}}"))))["jobs"][0]
+    assert (job["settings"]["num_frames"], job["setting_sources"]["num_frames"]) == (14, "known family: SVD")
