@@ -104,6 +104,13 @@ def test_plan_names_where_each_value_came_from(write_recipe):
     assert "rocket/euler/seed-0  render  64x64 14f 2 steps euler" in out
 
 
+def test_a_smoke_plan_names_its_own_settings_and_the_tiny_models(write_recipe):
+    code, out, _ = invoke("plan", "--smoke", write_recipe(recipe(XT_1_1, "fps: 9")))
+    assert code == 0
+    assert out.splitlines()[-3:] == ["  num_frames 4 (--smoke)", "  fps 9 (recipe line 4)",
+                                     "  motion_bucket_id 127 (svdrender default)"]
+
+
 def test_the_model_option_is_honoured_like_the_recipes_model(write_recipe):
     path = write_recipe(recipe("builtin:tiny"))
     plans = {model: json.loads(invoke("plan", "--json", "--model", model, path)[1])
@@ -276,7 +283,7 @@ def test_a_render_uses_the_models_frame_count_and_warns_once(rendered):
     assert "Traceback" not in proc.stderr
     warning = (f"{path}:10:17: $.items[1].num_frames: warning: num_frames 16 is more than the 14 frames the model was "
                f"trained for ({CONFIG}); frames past 14 usually degrade: leave num_frames out to render 14")
-    assert proc.stderr.count("warning:") == 1 and warning in proc.stderr.splitlines()
+    assert proc.stderr.count("warning:") == 1 and proc.stderr.splitlines()[0] == warning  # once, before any job
     assert _frames(out / "coffee" / "euler" / "seed-0.mp4") == 14
     assert [_frames(out / "rocket" / "euler" / f"seed-{seed}.mp4") for seed in (0, 1)] == [16, 16]
     sidecar = load_json(out / "coffee" / "euler" / "seed-0.json")
