@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,17 +68,27 @@ def render(recipe: str | os.PathLike | Mapping[str, Any], *, base_dir: str | os.
         with _recipe_file(recipe, Path(base_dir if base_dir is not None else Path.cwd())) as path:
             with _located_in_dict(path):
                 plan = plan_recipe(path, model=model, out=out_path, only=only, force=force, smoke=smoke, **chosen)
+            _warn(plan.recipe.warnings, path)
             run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures)
     else:
         if base_dir is not None:
             raise UsageError("base_dir is for dict recipes; a recipe file's paths resolve against its own folder")
         plan = plan_recipe(Path(recipe), model=model, out=out_path, only=only, force=force, smoke=smoke, **chosen)
+        _warn(plan.recipe.warnings)
         run = run_plan(plan, device=device, quiet=quiet, fail_fast=fail_fast, max_failures=max_failures)
     if run.exit_code == EXIT_SIGINT:
         raise KeyboardInterrupt
     if run.exit_code > 128:
         raise SystemExit(run.exit_code)
     return [_job_output(r) for r in run.results]
+
+
+def _warn(warnings: tuple[Problem, ...], dict_file: Path | None = None) -> None:
+    """Print a recipe's warnings to stderr once, as the CLI does (a dict's are named as the dict, not its file)."""
+    for w in warnings:
+        if dict_file is not None and Path(w.file).resolve() == dict_file.resolve():
+            w = Problem(DICT_RECIPE, None, None, w.path, w.message, warning=True)
+        print(w, file=sys.stderr, flush=True)
 
 
 def _job_output(result) -> JobOutput:

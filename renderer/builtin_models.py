@@ -1,14 +1,18 @@
 """Built-in pipelines made of the real diffusers SVD classes with seeded random weights; nothing to download.
 
 - builtin:tiny — a few MB; tests, demos and CPU smoke runs exercise the real `StableVideoDiffusionPipeline` path.
+- builtin:tiny-14 — the same weights, its UNet config declaring 14 frames (as SVD's does), for model defaults.
 - builtin:svd-xt-random — the full-size SVD-XT architecture (2.25 B parameters) for GPU benchmarks: the same
   compute and memory as the real model, so speed and VRAM figures transfer; the videos are noise.
+The configs are data in model_families, so that validate and plan read a built-in model's defaults without torch.
 Only the engine (and benchmarks) import this module.
 """
 
 from __future__ import annotations
 
 import threading
+
+from .model_families import BUILTIN_CONFIGS, BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY
 
 # Same scheduler config that stabilityai/stable-video-diffusion-img2vid(-xt) ship, so presets resolve identically.
 SVD_SCHEDULER_CONFIG = {
@@ -30,32 +34,8 @@ SVD_SCHEDULER_CONFIG = {
 }
 
 TINY_SEED = 20240101
-TINY_NUM_FRAMES = 8
+TINY_NUM_FRAMES = BUILTIN_CONFIGS[BUILTIN_TINY].unet["num_frames"]
 TINY_VAE_SCALE = 4  # three VAE blocks → two downsamplings
-
-
-# The tiny architecture: real SVD block types at toy widths; cross-attention only on the lower-resolution level so a
-# CPU job takes about a second.
-_TINY_UNET = dict(
-    sample_size=16, in_channels=8, out_channels=4,
-    down_block_types=("DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"),
-    up_block_types=("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"),
-    block_out_channels=(32, 64), layers_per_block=1, cross_attention_dim=32, num_attention_heads=(2, 4),
-    transformer_layers_per_block=1, projection_class_embeddings_input_dim=3 * 32, addition_time_embed_dim=32,
-    num_frames=TINY_NUM_FRAMES,
-)
-_TINY_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
-                 block_out_channels=(32, 32, 32), latent_channels=4, layers_per_block=1, sample_size=32)
-# The pipeline resizes the conditioning image to 224×224 itself, so even the tiny encoder must accept 224.
-_TINY_CLIP = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, patch_size=28,
-                  image_size=224, projection_dim=32)
-
-# SVD-XT's own architecture (../shared/SVD_FACTS.md): the UNet's defaults are SVD's.
-_XT_UNET = dict(num_frames=25)
-_XT_VAE = dict(block_out_channels=[128, 256, 512, 512], down_block_types=["DownEncoderBlock2D"] * 4,
-               latent_channels=4, layers_per_block=2, sample_size=768, scaling_factor=0.18215)
-_XT_CLIP = dict(hidden_size=1280, intermediate_size=5120, num_attention_heads=16, num_hidden_layers=32, patch_size=14,
-                image_size=224, projection_dim=1024, hidden_act="gelu")
 
 
 _GLOBAL_RNG_LOCK = threading.Lock()
@@ -122,14 +102,16 @@ def _build(device: str, unet: dict, vae: dict, clip: dict):
     return pipe
 
 
-def build_tiny_pipeline():
-    """Build the tiny SVD pipeline; the same weights on every machine (seeded CPU init)."""
-    return _build("cpu", _TINY_UNET, _TINY_VAE, _TINY_CLIP)
+def build_tiny_pipeline(model_id: str = BUILTIN_TINY):
+    """Build a tiny SVD pipeline (builtin:tiny or a variant); the same weights on every machine (seeded CPU init)."""
+    spec = BUILTIN_CONFIGS[model_id]
+    return _build("cpu", spec.unet, spec.vae, spec.clip)
 
 
 def build_svd_xt_random(device: str = "cuda", dtype=None):
     """The full-size SVD-XT pipeline with seeded random weights, initialised directly on `device` (fast on a GPU)."""
-    pipe = _build(device, _XT_UNET, _XT_VAE, _XT_CLIP)
+    spec = BUILTIN_CONFIGS[BUILTIN_SVD_XT_RANDOM]
+    pipe = _build(device, spec.unet, spec.vae, spec.clip)
     if dtype is not None:
         pipe.to(dtype=dtype)
     return pipe

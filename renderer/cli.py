@@ -111,6 +111,9 @@ def render(recipes, out, only, picks, picks_preset, model, smoke, device, dry_ru
     if part is not None:
         plans = [select(plan, part) for plan in plans]
     group = None if dry_run else ProcessGroup.from_launcher()
+    if group is None or group.is_main:  # once, not once per GPU
+        for plan in plans:
+            _warn(plan.recipe)
     if dry_run:
         for plan in plans:
             click.echo(_plan_table(plan))
@@ -148,7 +151,29 @@ def _plan_table(plan) -> str:
                      f"{detail} ({job.skip_reason or job.render_reason})"))
     todo = len(plan.to_render)
     return (f"{plan.recipe.name}: {_count(len(plan.jobs), 'job')} ({todo:,} to render), model {plan.recipe.model.id}, "
-            f"output {plan.recipe.output_dir}\n{summary_table(rows)}")
+            f"output {plan.recipe.output_dir}\n{summary_table(rows)}{_model_settings(plan)}")
+
+
+def _model_settings(plan) -> str:
+    """The settings whose default the model decides, each value with where it came from and, when not every job
+    shares it, how many jobs have it."""
+    groups: dict[tuple, int] = {}
+    for job in plan.jobs:
+        for name, source in job.setting_sources:
+            key = (name, getattr(job.settings, name), source)
+            groups[key] = groups.get(key, 0) + 1
+    if not groups:
+        return ""
+    order = [name for name, _ in plan.jobs[0].setting_sources]
+    lines = [f"  {name} {value} ({source})" + ("" if n == len(plan.jobs) else f" for {_count(n, 'job')}")
+             for (name, value, source), n in sorted(groups.items(), key=lambda g: order.index(g[0][0]))]
+    return "\nsettings that depend on the model, and where each value came from:\n" + "\n".join(lines)
+
+
+def _warn(recipe) -> None:
+    """Print a recipe's warnings (values that render, but not as the model was trained) to stderr, once."""
+    for warning in recipe.warnings:
+        click.echo(str(warning), err=True)
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -165,9 +190,11 @@ def validate(recipes, quiet):
         except RecipeError as exc:
             problems.extend(exc.problems)
             continue
+        _warn(recipe)
         if not quiet:
             jobs = sum(len(i.presets) * len(i.seeds) for i in recipe.items)
-            click.echo(f"{path}: ok ({_count(len(recipe.items), 'item')}, {_count(jobs, 'job')})")
+            warned = f", {_count(len(recipe.warnings), 'warning')}" if recipe.warnings else ""
+            click.echo(f"{path}: ok ({_count(len(recipe.items), 'item')}, {_count(jobs, 'job')}{warned})")
     if problems:
         _fail(RecipeError(problems), rendering=False)
     sys.exit(EXIT_OK)
@@ -196,6 +223,7 @@ def plan_command(recipe, as_json, out, only, picks, picks_preset, model, force, 
                            preset=picks_preset)
     except SvdrenderError as exc:
         _fail(exc, rendering=False)
+    _warn(plan.recipe)
     if as_json:
         click.echo(json.dumps(plan_json(plan), indent=2))
     else:

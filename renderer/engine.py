@@ -25,7 +25,7 @@ from . import hub, images, performance, scheduler_presets
 from .errors import JobError, ModelUnavailableError
 from .plan import Job, model_revision
 from .profiles import JobWork, PerformanceRecord, PerformanceRequest, Shape, choose_auto
-from .recipe import BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, ModelSpec, is_hub_id
+from .recipe import BUILTIN_MODELS, BUILTIN_SVD_XT_RANDOM, ModelSpec, is_hub_id
 from .records import ModelRecord, SchedulerUsed, SegmentRecord
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -87,15 +87,15 @@ def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | No
     if model.is_builtin:
         from . import builtin_models
 
-        if model.id == BUILTIN_TINY:
-            pipe = builtin_models.build_tiny_pipeline()
+        if model.id == BUILTIN_SVD_XT_RANDOM:
+            pipe = builtin_models.build_svd_xt_random(device, dtype)
+        elif model.id in BUILTIN_MODELS:
+            pipe = builtin_models.build_tiny_pipeline(model.id)
             if dtype != torch.float32:
                 pipe.to(dtype=dtype)
-        elif model.id == BUILTIN_SVD_XT_RANDOM:
-            pipe = builtin_models.build_svd_xt_random(device, dtype)
         else:
-            raise ModelUnavailableError(f"unknown built-in model '{model.id}'; built-in models are {BUILTIN_TINY} "
-                                        f"and {BUILTIN_SVD_XT_RANDOM}")
+            raise ModelUnavailableError(f"unknown built-in model '{model.id}'; built-in models are "
+                                        f"{', '.join(BUILTIN_MODELS)}")
         source, resolved = model.id, "builtin"
     else:
         from diffusers import StableVideoDiffusionPipeline

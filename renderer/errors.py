@@ -19,19 +19,22 @@ class SvdrenderError(Exception):
 
 @dataclass(frozen=True)
 class Problem:
-    """One mistake in a recipe, located at file:line:col and a JSON path such as `$.presets.fast.sigmas[2]`."""
+    """One mistake in a recipe, located at file:line:col and a JSON path such as `$.presets.fast.sigmas[2]`; a
+    warning is a value that renders, but not as the model was trained (the recipe stays valid)."""
 
     file: str
     line: int | None
     col: int | None
     path: str
     message: str
+    warning: bool = False
 
     def __str__(self) -> str:
         where = self.file
         if self.line is not None:
             where += f":{self.line}:{self.col or 1}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        message = f"warning: {self.message}" if self.warning else self.message
+        return f"{where}: {self.path}: {message}" if self.path else f"{where}: {message}"
 
 
 class RecipeError(SvdrenderError):

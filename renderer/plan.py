@@ -18,7 +18,7 @@ from .errors import UsageError
 from .formats import FORMATS
 from .picks import narrow, read_picks
 from .scheduler_presets import SchedulerChoice
-from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, suggest
+from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, setting_sources, suggest
 from .smoke import smoke_recipe
 
 # Bump when the bytes svdrender writes for the same frames change (encoder settings, sidecar layout).
@@ -49,6 +49,8 @@ class Job:
     cache_inputs: dict = field(default_factory=dict, hash=False, compare=False)  # what cache_key hashes
     skip_reason: str | None = None
     render_reason: str | None = None  # why it renders: new, changed, missing, corrupt, failed before, forced
+    # Where each model setting's value came from (recipe.MODEL_SETTINGS → "recipe line 12", "known family: SVD").
+    setting_sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def cost(self) -> int:
@@ -257,6 +259,7 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
         for preset_name in item.presets:
             preset = recipe.presets[preset_name]
             settings = resolve_settings(recipe, preset, item)
+            sources = setting_sources(recipe, preset, item)
             scheduler = preset.scheduler_choice(settings.num_inference_steps)
             # An explicit σ list sets the step count itself; settings (and cost, manifests) must say what runs.
             steps = scheduler_presets.resolved_steps(scheduler)
@@ -273,6 +276,7 @@ def make_plan(recipe: Recipe, *, only: tuple[str, ...] = (), force: bool = False
                     id=job_id, item=item.name, preset=preset_name, seed=seed, image=item.image,
                     image_display=item.image_display, image_sha256=image_sha, settings=settings,
                     scheduler=scheduler, preset_description=preset.description, outputs=outputs, sidecar=sidecar,
+                    setting_sources=sources,
                 )
                 job = with_cache_key(job, recipe, revision)
                 jobs.append(replace(job, render_reason="forced (--force)") if force else decide(job))
@@ -309,11 +313,17 @@ def plan_recipe(path: Path, *, model: str | None = None, out: Path | None = None
 
 def plan_json(plan: Plan) -> dict:
     """The `svdrender plan --json` document."""
+    defaults = plan.recipe.model_defaults
     return {
         "svdrender": __version__,
         "recipe": str(plan.recipe.path),
         "name": plan.recipe.name,
         "model": {**asdict(plan.recipe.model), "resolved_revision": plan.model_revision},
+        "model_defaults": {
+            "config": defaults.config, "family": defaults.family, "trained_frames": defaults.trained_frames,
+            "values": dict(defaults.values), "sources": dict(defaults.sources), "fixed": dict(defaults.fixed),
+        },
+        "warnings": [str(w) for w in plan.recipe.warnings],
         "output_dir": str(plan.recipe.output_dir),
         "formats": list(plan.recipe.formats),
         "jobs": [
@@ -322,6 +332,7 @@ def plan_json(plan: Plan) -> dict:
                 "image_sha256": j.image_sha256, "settings": asdict(j.settings), "scheduler": j.scheduler.as_json(),
                 "outputs": {k: str(v) for k, v in j.outputs.items()}, "sidecar": str(j.sidecar),
                 "cache_key": j.cache_key, "skip": j.skip_reason, "render_reason": j.render_reason, "cost": j.cost,
+                "setting_sources": dict(j.setting_sources),
             }
             for j in plan.jobs
         ],

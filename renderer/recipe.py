@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,14 @@ from . import images, scheduler_presets
 from .profiles import PerformanceRequest
 from .scheduler_presets import SchedulerChoice
 from .errors import ImageError, Problem, RecipeError
+from .model_configs import read_unet_config
+from .model_families import BUILTIN_CONFIGS, BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, family_of  # noqa: F401 (re-export)
 from .paths import GlobRefused, glob_files, is_dir, is_file, is_inside, name_problem, repository_root
 from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
 MAX_INCLUDE_DEPTH = 8
-BUILTIN_TINY = "builtin:tiny"
-BUILTIN_SVD_XT_RANDOM = "builtin:svd-xt-random"  # full-size architecture, random weights: GPU benchmarks
-BUILTIN_MODELS = (BUILTIN_TINY, BUILTIN_SVD_XT_RANDOM)
+BUILTIN_MODELS = tuple(BUILTIN_CONFIGS)
 # Seeds are 0 <= seed < 2**63: a signed 64-bit integer holds every one, so torch generators, the manifests' JSON
 # readers (int64 columns) and job ids agree on it; the schema bounds listed seeds, this bounds the end of a sweep.
 MAX_SEED = 2**63 - 1
@@ -100,6 +100,66 @@ class Settings:
     segments: int
 
 
+# Settings whose default the model decides (its frame count; the conditioning some models were fine-tuned with):
+# `svdrender plan` says where each job's value of these came from.
+MODEL_SETTINGS = ("num_frames", "fps", "motion_bucket_id")
+FROM_CONFIG = "from the model's unet/config.json"
+SVDRENDER_DEFAULT = "svdrender default"
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a model decides about its jobs' settings (under anything the recipe sets), and where each fact came
+    from: its unet config first, then the known family, then svdrender's default (the schema's)."""
+
+    values: tuple[tuple[str, Any], ...] = ()  # setting → the model's default
+    sources: tuple[tuple[str, str], ...] = ()  # setting → FROM_CONFIG or "known family: SVD-XT 1.1"
+    fixed: tuple[tuple[str, Any], ...] = ()  # settings the model was fine-tuned with fixed, and their values
+    family: str | None = None
+    config: str | None = None  # the unet config used: a file, or a built-in model's id
+    warnings: tuple[Problem, ...] = ()  # a config that was ignored, and why
+    uncached: bool = False  # a hub model whose config is not in the local cache (yet)
+
+    @property
+    def trained_frames(self) -> int | None:
+        """The frame count the model was trained for, when its config or family says."""
+        return dict(self.values).get("num_frames")
+
+
+def model_defaults(model: ModelSpec, base_dir: Path) -> ModelDefaults:
+    """The defaults `model` decides, read without torch and without downloading anything."""
+    config = read_unet_config(model.id, model.revision, base_dir)
+    family = family_of(model.id)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    ignored: tuple[str, str] | None = None  # (JSON path, why) of a config, or a value in it, that is ignored
+    if config is not None and config.data is None:
+        ignored = ("", f"this unet config {config.problem}")
+    elif config is not None and "num_frames" in config.data:
+        frames = config.data["num_frames"]
+        spec = schema()["$defs"]["settings"]["properties"]["num_frames"]
+        if _Validator(spec).is_valid(frames):
+            values["num_frames"], sources["num_frames"] = frames, FROM_CONFIG
+        else:
+            shown = repr(frames) if len(repr(frames)) <= 40 else repr(frames)[:37] + "..."
+            ignored = ("$.num_frames", f"num_frames {shown} is not a frame count a recipe may ask for (an integer from "
+                                       f"{spec['minimum']} to {spec['maximum']})")
+    if "num_frames" not in values and family:
+        values["num_frames"], sources["num_frames"] = family.num_frames, f"known family: {family.name}"
+    for name, value in family.fixed if family else ():
+        values[name], sources[name] = value, f"known family: {family.name}"
+    warnings = ()
+    if ignored is not None:
+        instead = (f"{values['num_frames']} ({sources['num_frames']})" if "num_frames" in values else
+                   f"{setting_defaults()['num_frames']} ({SVDRENDER_DEFAULT})")
+        warnings = (Problem(config.file, None, None, ignored[0],
+                            f"{ignored[1]}; ignored: the model's default num_frames is {instead}", warning=True),)
+    return ModelDefaults(values=tuple(values.items()), sources=tuple(sources.items()),
+                         fixed=family.fixed if family else (), family=family.name if family else None,
+                         config=config.file if config is not None and config.data is not None else None,
+                         warnings=warnings, uncached=config is None and is_hub_id(model.id))
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named scheduler choice plus the settings it overrides."""
@@ -146,6 +206,10 @@ class Recipe:
     files: tuple[Path, ...]
     performance: PerformanceRequest = PerformanceRequest()  # the recipe's `performance:` section
     smoke: bool = False  # rewritten by renderer.smoke for a --smoke run
+    model_defaults: ModelDefaults = ModelDefaults()
+    # Where the recipe sets each model setting: JSON path → "recipe line 12" (or the included file's name).
+    setting_origins: dict[tuple, str] = field(default_factory=dict, hash=False, compare=False)
+    warnings: tuple[Problem, ...] = ()  # values that render, but not as the model was trained; ignored configs
 
 
 class _Collector:
@@ -153,6 +217,7 @@ class _Collector:
 
     def __init__(self):
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.owners: dict[tuple, Document] = {}
         self.main: Document | None = None
         self.bad: set[tuple] = set()  # paths already reported: checks that read them are skipped
@@ -184,6 +249,16 @@ class _Collector:
         self.problems.append(Problem(doc.file, loc.line if loc else None, loc.col if loc else None,
                                      json_path(path if shown is None else shown), message))
         self.bad.add(path)
+
+    def warn(self, path: tuple | None, message: str) -> None:
+        """Note a warning at `path` (None: the recipe as a whole); the recipe stays valid."""
+        if path is None:
+            self.warnings.append(Problem(self.main.file, None, None, "", message, warning=True))
+            return
+        doc = self.doc_for(path)
+        loc = doc.locate(path)
+        self.warnings.append(Problem(doc.file, loc.line if loc else None, loc.col if loc else None, json_path(path),
+                                     message, warning=True))
 
     def line_of(self, path: tuple, *, key: bool = False) -> str:
         """`line:col` of `path` (of its key, with `key`), for messages that point at a second place."""
@@ -710,8 +785,9 @@ def _output_dir(data: dict, path: Path, name: str, out: _Collector) -> Path:
 
 
 def resolve_settings(recipe: Recipe, preset: Preset, item: Item) -> Settings:
-    """Built-in defaults < built-in preset step count < recipe defaults < user preset < item."""
+    """Built-in defaults < the model's defaults < built-in preset step count < recipe defaults < user preset < item."""
     values = dict(setting_defaults())
+    values.update(recipe.model_defaults.values)
     builtin = scheduler_presets.PRESETS.get(preset.scheduler)
     if builtin is not None and builtin.default_steps:
         values["num_inference_steps"] = builtin.default_steps
@@ -743,13 +819,63 @@ def combination_problems(recipe: Recipe, preset: Preset, item: Item) -> list[tup
     return problems
 
 
-def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
+def setting_sources(recipe: Recipe, preset: Preset, item: Item) -> tuple[tuple[str, str], ...]:
+    """Where an item × preset's value of each model setting came from: a recipe line, the model, or svdrender."""
+    model_sources = dict(recipe.model_defaults.sources)
+    sources = []
+    for name in MODEL_SETTINGS:
+        where = _origin_of((name,), recipe, preset, item)
+        if where[-1:] == (name,):
+            sources.append((name, recipe.setting_origins.get(where, "recipe")))
+        else:
+            sources.append((name, model_sources.get(name, SVDRENDER_DEFAULT)))
+    return tuple(sources)
+
+
+def _model_warnings(recipe: Recipe, preset: Preset, item: Item, s: Settings, model_at: tuple | None, warned: set,
+                    out: _Collector) -> None:
+    """Warn, at the recipe value, about settings that render but not as the model was trained: conditioning its
+    model card says it was fine-tuned with fixed, more frames than it was trained for; and, at the model (`model_at`,
+    None for --model), a frame count that is only svdrender's guess."""
+    defaults = recipe.model_defaults
+    for name, fixed in defaults.fixed:
+        value = getattr(s, name)
+        where = _origin_of((name,), recipe, preset, item)
+        if value == fixed or not isinstance(value, int) or where in warned:
+            continue
+        warned.add(where)
+        seen = f" (the model sees fps - 1 = {fixed - 1}, its card's \"{fixed - 1} FPS\")" if name == "fps" else ""
+        out.warn(where, f"{defaults.family} was fine-tuned with {name} fixed at {fixed}{seen}; {value} renders, but "
+                        f"was not trained for: expect less consistent videos, or leave {name} out")
+    trained = defaults.trained_frames
+    frames = s.num_frames
+    where = _origin_of(("num_frames",), recipe, preset, item)
+    if where in warned:
+        return
+    if where[-1:] == ("num_frames",) and trained is not None and isinstance(frames, int) and frames > trained:
+        warned.add(where)
+        out.warn(where, f"num_frames {frames} is more than the {trained} frames the model was trained for "
+                        f"({dict(defaults.sources)['num_frames']}); frames past {trained} usually degrade: leave "
+                        f"num_frames out to render {trained}")
+    elif where[-1:] != ("num_frames",) and trained is None and defaults.uncached and "guess" not in warned:
+        # The first render downloads the config; if its frame count differs, the next plan renders these jobs again.
+        warned.add("guess")
+        model = recipe.model.id
+        out.warn(model_at, f"{'model' if model_at else '--model'} {model} is not in the local Hugging Face cache and "
+                           f"svdrender does not know its family, so num_frames is svdrender's default, {frames}; once "
+                           "a render has downloaded it, its unet/config.json decides, and jobs whose frame count then "
+                           f"differs render again: set num_frames, or `hf download {model}` first")
+
+
+def _semantic_checks(recipe: Recipe, model_at: tuple | None, out: _Collector) -> None:
     """Checks on resolved combinations that no single value shows (step ranges, guidance order, segments that would
-    add no frames), each reported once where it was set."""
+    add no frames), each reported once where it was set; and the warnings about the model's trained settings."""
     reported = set()
+    warned = set()
     for item in recipe.items:
         for preset_name in item.presets:
             preset = recipe.presets[preset_name]
+            _model_warnings(recipe, preset, item, resolve_settings(recipe, preset, item), model_at, warned, out)
             for keys, message in combination_problems(recipe, preset, item):
                 if (where := _origin_of(keys, recipe, preset, item)) not in reported:
                     reported.add(where)
@@ -797,6 +923,9 @@ def load_recipe(path: Path | str, *, model_override: str | None = None, out_over
     model = _model_spec(data.get("model"))
     if model_override:
         model = ModelSpec(id=model_override)
+    # A model already refused names nothing to read (an empty id would read the recipe's own folder).
+    known_model = model_override or not (out.broken(("model",)) or out.broken(("model", "id")) or not model.id)
+    defaults_of_model = model_defaults(model, base_dir) if known_model else ModelDefaults()
     defaults = _settings_of(_mapping(data, "defaults"), ("defaults",), out)
     output = _mapping(data, "output")
     formats = output.get("formats") if isinstance(output.get("formats"), list) else ["mp4"]
@@ -813,8 +942,27 @@ def load_recipe(path: Path | str, *, model_override: str | None = None, out_over
         items=items,
         files=tuple(Path(f) for f in files),
         performance=PerformanceRequest(**_mapping(data, "performance")),
+        model_defaults=defaults_of_model,
+        setting_origins=_setting_origins(defaults, presets, items, out),
     )
-    _semantic_checks(recipe, out)
+    model_at = None if model_override else ("model", "id") if isinstance(data.get("model"), dict) else ("model",)
+    _semantic_checks(recipe, model_at, out)
     if out.problems:
         raise RecipeError(out.problems)
-    return recipe
+    warnings = sorted(out.warnings, key=lambda p: (p.file, p.line or 0, p.col or 0, p.path))
+    return replace(recipe, warnings=defaults_of_model.warnings + tuple(warnings))
+
+
+def _setting_origins(defaults: tuple, presets: dict[str, Preset], items: tuple[Item, ...],
+                     out: _Collector) -> dict[tuple, str]:
+    """JSON path → "recipe line N" (or "<included file> line N") of every model setting the recipe sets."""
+    paths = [("defaults", k) for k, _ in defaults]
+    paths += [("presets", p.name, k) for p in presets.values() if not p.builtin for k, _ in p.overrides]
+    paths += [item.origin + (k,) for item in items for k, _ in item.overrides]
+    origins = {}
+    for path in paths:
+        if path[-1] in MODEL_SETTINGS:
+            doc = out.doc_for(path)
+            loc = doc.locate(path)
+            origins[path] = f"{'recipe' if doc is out.main else doc.file} line {loc.line if loc else '?'}"
+    return origins

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import scheduler_presets
 from .profiles import PerformanceRequest
-from .recipe import BUILTIN_TINY, ModelSpec, Preset, Recipe
+from .recipe import BUILTIN_TINY, ModelSpec, Preset, Recipe, model_defaults
 
 # Small enough that product_shots.yaml (6 jobs) renders in well under a minute on 2 CPU cores
 # (benchmarks/smoke_speed.py), large enough for the tiny model's two latent levels (64 px → 16 px latents).
@@ -54,5 +54,8 @@ def smoke_recipe(recipe: Recipe) -> Recipe:
     defaults = _without_smoke_keys(recipe.defaults) + SMOKE_SETTINGS
     presets = {name: _smoke_preset(p) for name, p in recipe.presets.items()}
     items = tuple(replace(i, overrides=_without_smoke_keys(i.overrides)) for i in recipe.items)
-    return replace(recipe, model=ModelSpec(id=SMOKE_MODEL), output_dir=smoke_dir(recipe.output_dir),
-                   defaults=defaults, presets=presets, items=items, performance=PerformanceRequest(), smoke=True)
+    model = ModelSpec(id=SMOKE_MODEL)
+    origins = {**recipe.setting_origins, **{("defaults", k): "--smoke" for k, _ in SMOKE_SETTINGS}}
+    return replace(recipe, model=model, output_dir=smoke_dir(recipe.output_dir), defaults=defaults, presets=presets,
+                   items=items, performance=PerformanceRequest(), smoke=True, model_defaults=model_defaults(model, recipe.path.parent),
+                   setting_origins=origins)

@@ -116,7 +116,7 @@ def test_local_folder_and_bad_ids(hub_cache, tmp_path):
                                                     f"{tmp_path / name}) nor a hub id like org/name")
     assert str(doctor.model_check(ModelSpec(id="builtin:huge"), tmp_path)) == (
         "fail     model            unknown built-in model 'builtin:huge'; built-in models are builtin:tiny, "
-        "builtin:svd-xt-random")
+        "builtin:tiny-14, builtin:svd-xt-random")
 
 
 def test_known_broken_pair_cached_download():

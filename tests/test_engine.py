@@ -32,7 +32,7 @@ def test_one_load_for_many_jobs(write_recipe, tiny_engine, monkeypatch):
 
     calls = []
     real = renderer.builtin_models.build_tiny_pipeline
-    monkeypatch.setattr(renderer.builtin_models, "build_tiny_pipeline", lambda: calls.append(1) or real())
+    monkeypatch.setattr(renderer.builtin_models, "build_tiny_pipeline", lambda *a: calls.append(1) or real(*a))
     engine = Engine(ModelSpec("builtin:tiny"), device="cpu")
     plan = make_plan(load_recipe(write_recipe(RECIPE_3)))
     assert len(plan.jobs) == 4

@@ -214,7 +214,7 @@ def test_every_mistake_of_every_kind_in_one_validate_run(write_recipe, tmp_path)
     assert code == 2 and out == []
     assert err == [f"{path}:{where}: {message}" for where, message in [
         ("2:8", "$.model: model 'foo' is neither a hub id (org/name), nor a built-in model (builtin:tiny, "
-                "builtin:svd-xt-random), nor an existing folder"),
+                "builtin:tiny-14, builtin:svd-xt-random), nor an existing folder"),
         ("3:11", "$.include[0]: included file missing_shared.yaml does not exist"),
         ("4:15", f"$.output.dir: /etc resolves to /etc, outside the recipe's repository {tmp_path}; write inside it, "
                  "or set `allow_output_outside: true` at the top of the recipe"),

@@ -90,3 +90,18 @@ def test_picks_schema_and_the_picks_module_agree():
     # The page exports the template with its jobs filled in: the template has every key the schema knows.
     assert set(picks_template(recipe=None, recipe_path=None, run_id=None, output_dir=None)) == set(
         schema["properties"])
+
+
+def test_model_families_and_builtin_configs_hold_values_a_recipe_may_set():
+    from renderer.model_families import BUILTIN_CONFIGS, FAMILIES
+    from renderer.recipe import MODEL_SETTINGS, SETTING_NAMES, _Validator, schema
+
+    settings = schema()["$defs"]["settings"]["properties"]
+    assert set(MODEL_SETTINGS) <= set(SETTING_NAMES)
+    assert len({f.repo_id.casefold() for f in FAMILIES}) == len({f.name for f in FAMILIES}) == len(FAMILIES)
+    for family in FAMILIES:
+        assert _Validator(settings["num_frames"]).is_valid(family.num_frames), family
+        for name, value in family.fixed:
+            assert name in MODEL_SETTINGS and _Validator(settings[name]).is_valid(value), (family, name)
+    for model_id, builtin in BUILTIN_CONFIGS.items():
+        assert _Validator(settings["num_frames"]).is_valid(builtin.unet["num_frames"]), model_id
