@@ -19,12 +19,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, ffmpeg
 from .errors import EXIT_JOB_FAILED, EXIT_OK, EXIT_SIGINT, JobError, PeerLostError, SvdrenderError
 from .images import image_sha256
 from .layout import INPUT_THUMBNAIL_NAME
 from .lock import HeldLock, output_lock
-from .outputs import (frames_sha256, kill_encoders, retract_sidecar, run_id, sweep_temporaries, write_input_thumbnail,
+from .outputs import (frames_sha256, retract_sidecar, run_id, sweep_temporaries, write_input_thumbnail,
                       write_outputs, write_sidecar)
 from .plan import Job, Plan, decide, recheck, with_cache_key
 from .records import (NOT_RUN, OK, OTHER_PROCESS, RUN_FAILED, RUN_INTERRUPTED, RUN_OK, SKIPPED, PlannedJob,
@@ -133,7 +133,7 @@ class SignalGuard:
     def handle(self, signum, frame) -> None:
         if self.received is not None:
             os.write(2, f"svdrender: second {signal.Signals(signum).name}: stopping at once\n".encode())
-            kill_encoders()  # none may go on writing a temporary after we are gone
+            ffmpeg.kill_children()  # none may go on writing a temporary after we are gone
             os._exit(128 + signum)
         self.received = signum
         if self.armed:
