@@ -137,7 +137,12 @@ def _plan_table(plan) -> str:
             sched += f" sigmas={sigmas if isinstance(sigmas, str) else 'custom'}"
         paths = ", ".join(str(Path(p).relative_to(plan.recipe.output_dir)) + ("/" if fmt == "frames" else "")
                           for fmt, p in job.outputs.items())
-        detail = f"{s.width}x{s.height} {s.num_frames}f {s.num_inference_steps} steps {sched} -> {paths}"
+        frames = f"{s.num_frames}f"
+        if s.motion.cache_inputs():  # looped or retimed: say what the files get
+            m = s.motion
+            how = [m.loop] * (m.loop != "none") + [m.interpolation] * m.interpolates
+            frames += f" {'+'.join(how) or 'retimed'} {m.frame_count(s.num_frames)}f@{m.output_fps}fps"
+        detail = f"{s.width}x{s.height} {frames} {s.num_inference_steps} steps {sched} -> {paths}"
         rows.append((job.id, "skip" if job.skip_reason else "render",
                      f"{detail} ({job.skip_reason or job.render_reason})"))
     todo = len(plan.to_render)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from . import __version__, scheduler_presets
+from . import __version__, motion, scheduler_presets
 from .outputs import file_sha256
 from .paths import is_inside
 from .records import CorruptRecord, read_sidecar
@@ -102,13 +102,21 @@ def cache_inputs(job: Job, recipe: Recipe, revision: str | None) -> dict:
     payload = {
         "image_sha256": job.image_sha256,
         "seed": job.seed,
-        "settings": _as_dict(job.settings),
+        "settings": _settings_inputs(job.settings),
         "scheduler": job.scheduler,
         "model": {**_as_dict(recipe.model), "resolved_revision": revision},
         "formats": sorted(recipe.formats),
         "output_format_version": OUTPUT_FORMAT_VERSION,
     }
     return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=1024)
+def _settings_inputs(settings: Settings) -> dict:
+    """The settings as cache-key input: every SVD setting, and the loop and output frame rate settings only as far
+    as they change the written bytes (motion.Motion.cache_inputs)."""
+    values = {k: v for k, v in _as_dict(settings).items() if k not in motion.SETTING_NAMES}
+    return {**values, **settings.motion.cache_inputs()}
 
 
 @lru_cache(maxsize=1024)
@@ -204,7 +212,8 @@ def _changes(old, new: dict) -> str:
         if old.get(key) == value:
             continue
         if key == "settings" and isinstance(old.get(key), dict):
-            changed += [name for name in value if old[key].get(name) != value[name]]
+            # Both sides' names: a loop setting back at its default leaves the new inputs, but it changed.
+            changed += [name for name in {**old[key], **value} if old[key].get(name) != value.get(name)]
         else:
             changed.append(_INPUT_NAMES.get(key, key))
     return ", ".join(changed) or "cache key"

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import jsonschema.validators
 
-from . import images, scheduler_presets
+from . import images, motion, scheduler_presets
 from .errors import ImageError, Problem, RecipeError
 from .paths import GlobRefused, glob_files, is_dir, is_file, is_inside, name_problem, repository_root
 from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
@@ -82,7 +82,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every resolved SVD setting of one job."""
+    """Every resolved setting of one job: SVD's, then how its frames loop and play (renderer.motion)."""
 
     width: int
     height: int
@@ -95,6 +95,16 @@ class Settings:
     max_guidance_scale: float
     decode_chunk_size: int | None
     fit: str
+    loop: str
+    crossfade_frames: int
+    interpolation: str
+    output_fps: int
+
+    @property
+    def motion(self) -> motion.Motion:
+        """The settings that loop and retime the frames after the model made them."""
+        return motion.Motion(loop=self.loop, crossfade_frames=self.crossfade_frames, interpolation=self.interpolation,
+                             fps=self.fps, output_fps=self.output_fps)
 
 
 @dataclass(frozen=True)
@@ -720,11 +730,14 @@ def resolve_settings(recipe: Recipe, preset: Preset, item: Item) -> Settings:
     values.update(recipe.defaults)
     values.update(preset.overrides)
     values.update(item.overrides)
+    if values["output_fps"] is None:  # the schema's default: the files play at the rate the model was told
+        values["output_fps"] = values["fps"]
     return Settings(**values)
 
 
 def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
-    """Checks on resolved combinations that no single value shows: guidance order."""
+    """Checks on resolved combinations that no single value shows: step ranges, guidance order, loops and
+    output frame rates."""
     reported = set()
     for item in recipe.items:
         for preset_name in item.presets:
@@ -736,6 +749,12 @@ def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
             if message and (where := _origin_of(("num_inference_steps",), recipe, preset, item)) not in reported:
                 reported.add(where)
                 out.add(where, message)
+            problem = _motion_problem(s, f"{item.name}/{preset.name}")
+            if problem:
+                where = _origin_of(problem[0], recipe, preset, item)
+                if where not in reported:
+                    reported.add(where)
+                    out.add(where, problem[1])
             if not all(isinstance(v, (int, float)) for v in (s.min_guidance_scale, s.max_guidance_scale)):
                 continue
             if s.min_guidance_scale > s.max_guidance_scale:
@@ -744,6 +763,33 @@ def _semantic_checks(recipe: Recipe, out: _Collector) -> None:
                     reported.add(where)
                     out.add(where, f"min_guidance_scale {s.min_guidance_scale} is above max_guidance_scale "
                                    f"{s.max_guidance_scale} for {item.name}/{preset.name}")
+
+
+def _motion_problem(s: Settings, job: str) -> tuple[tuple[str, ...], str] | None:
+    """What is wrong with a job's loop and output frame rate (the settings to blame, most likely first, and why)."""
+    m = s.motion
+    if m.interpolation != "none" and m.output_fps < m.fps:
+        return (("output_fps", "interpolation", "fps"),
+                f"output_fps {m.output_fps} is below fps {m.fps} for {job}: interpolation '{m.interpolation}' only "
+                "adds frames; raise output_fps, or set interpolation: none to play the frames slower")
+    if m.interpolation != "none" and m.output_fps == m.fps:
+        return (("interpolation", "output_fps", "fps"),
+                f"interpolation '{m.interpolation}' has nothing to do for {job}: output_fps is {m.output_fps}, the "
+                "same as fps; set output_fps above fps (e.g. 24), or leave interpolation out")
+    if m.loop == "crossfade" and 2 * m.crossfade_frames > s.num_frames:
+        fix = (f"lower crossfade_frames to at most {s.num_frames // 2}" if s.num_frames >= 2 else
+               "a crossfade needs at least 2 frames")
+        return (("crossfade_frames", "loop", "num_frames"),
+                f"crossfade_frames {m.crossfade_frames} blends that many frames from each end, so it needs "
+                f"num_frames of at least {2 * m.crossfade_frames}, but {job} has {s.num_frames}; {fix}")
+    count = m.frame_count(s.num_frames)
+    if count > motion.MAX_OUTPUT_FRAMES:
+        how = ([f"loop {m.loop}"] if m.loop != "none" else []) + (
+            [f"interpolation {m.interpolation} to {m.output_fps} fps"] if m.interpolates else [])
+        return (("output_fps", "loop", "num_frames", "interpolation"),
+                f"{job} would write {count:,} frames ({s.num_frames} from the model, {', '.join(how)}), more than "
+                f"the {motion.MAX_OUTPUT_FRAMES:,} a job may write; lower output_fps or num_frames")
+    return None
 
 
 def _origin_of(keys: tuple[str, ...], recipe: Recipe, preset: Preset, item: Item) -> tuple:

@@ -67,3 +67,18 @@ def test_recipe_schema_lists_exactly_the_registered_profiles():
         "profile"]
     assert tuple(profile["enum"]) == PROFILES
     assert profile["default"] == DEFAULT_PROFILE
+
+
+@pytest.mark.parametrize("setting, registry", [("loop", "LOOPS"), ("interpolation", "INTERPOLATORS")])
+def test_schemas_list_exactly_the_registered_loops_and_interpolators(setting, registry):
+    from renderer import motion
+
+    names = list(getattr(motion, registry))
+    recipe = json.loads((SCHEMAS / "recipe.schema.json").read_text())["$defs"]["settings"]["properties"][setting]
+    sidecar = json.loads((SCHEMAS / "manifest.schema.json").read_text())["$defs"]["job"]["properties"]["settings"]
+    assert recipe["enum"] == names and recipe["default"] == names[0]
+    assert sidecar["properties"][setting]["enum"] == names
+    for name in names:
+        assert name in recipe["description"], f"the schema's description of {setting} omits {name}"
+    assert set(motion.SETTING_NAMES) <= set(json.loads((SCHEMAS / "recipe.schema.json").read_text())["$defs"][
+        "settings"]["properties"])
