@@ -137,9 +137,8 @@ def _plan_table(plan) -> str:
             sched += f" sigmas={sigmas if isinstance(sigmas, str) else 'custom'}"
         paths = ", ".join(str(Path(p).relative_to(plan.recipe.output_dir)) + ("/" if fmt == "frames" else "")
                           for fmt, p in job.outputs.items())
-        frames = f"{s.num_frames}f"
-        if s.motion.cache_inputs():  # looped or retimed: say what the files get
-            m = s.motion
+        frames, m = f"{s.num_frames}f", s.motion
+        if m.cache_inputs():  # looped or retimed: say what the files get
             how = [m.loop] * (m.loop != "none") + [m.interpolation] * m.interpolates
             frames += f" {'+'.join(how) or 'retimed'} {m.frame_count(s.num_frames)}f@{m.output_fps}fps"
         detail = f"{s.width}x{s.height} {frames} {s.num_inference_steps} steps {sched} -> {paths}"

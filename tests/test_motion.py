@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import INPUTS, REPO, load_json, run_cli
+from conftest import INPUTS, REPO, TINY_RECIPE, load_json, run_cli
 from renderer.errors import JobError
 from renderer.motion import INTERPOLATORS, MAX_OUTPUT_FRAMES, Interpolator, Motion, crossfade, interpolated_count, loop
 
@@ -69,6 +69,14 @@ def test_only_settings_that_change_the_files_are_cache_inputs():
     assert Motion("pingpong", 3, "mci", 7, 24).cache_inputs() == {"loop": "pingpong", "output_fps": 24,
                                                                   "interpolation": "mci"}
     assert Motion("none", 4, "none", 7, 14).cache_inputs() == {"output_fps": 14}
+
+
+def test_a_job_without_these_settings_keeps_its_cache_key(write_recipe):
+    from renderer.plan import plan_recipe
+
+    job = plan_recipe(write_recipe(TINY_RECIPE), check_images=False).jobs[0]
+    assert not set(job.cache_inputs["settings"]) & {"loop", "crossfade_frames", "interpolation", "output_fps"}
+    assert job.settings.output_fps == job.settings.fps == 7
 
 
 # --- ffmpeg's minterpolate -----------------------------------------------------------------------------------------
