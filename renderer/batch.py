@@ -89,9 +89,13 @@ class RenderEngine(Protocol):
     def render(self, job: Job, on_step: Callable[[int, int], None] | None = None) -> Any: ...
 
 
-def _sidecar(job: Job, plan: Plan, status: str, *, engine: RenderEngine | None = None, rendered=None, files=(), timings=None,
-             error: str | None = None, started: float = 0.0, frames_hash: str | None = None) -> dict[str, Any]:
+def _sidecar(job: Job, plan: Plan, status: str, *, engine: RenderEngine | None = None, rendered=None, files=(),
+             timings=None, error: str | None = None, started: float = 0.0, frames=None, frames_hash: str | None = None
+             ) -> dict[str, Any]:
+    """A job's sidecar; `frames` are the frames its files hold (the rendered ones after loop and interpolation)."""
     s = job.settings
+    if rendered is not None and frames is None:
+        frames = rendered.frames
     recipe = plan.recipe
     return sidecar_json(
         version=__version__, job_id=job.id, item=job.item, preset=job.preset, seed=job.seed, status=status,
@@ -105,11 +109,13 @@ def _sidecar(job: Job, plan: Plan, status: str, *, engine: RenderEngine | None =
         smoke=recipe.smoke,
         cache_key=job.cache_key, cache_inputs=job.cache_inputs,
         fallback=(rendered.fallback or None) if rendered is not None else None,
-        frame_count=int(rendered.frames.shape[0]) if rendered is not None else None, width=s.width,
-        height=s.height, fps=s.fps,
-        frames_sha256=(frames_hash or frames_sha256(rendered.frames)) if rendered is not None else None,
+        frame_count=int(frames.shape[0]) if frames is not None else None, width=s.width,
+        height=s.height, fps=s.output_fps,
+        frames_sha256=(frames_hash or frames_sha256(frames)) if frames is not None else None,
         segments=(list(rendered.segments) or None) if rendered is not None else None,
-        files=list(files), timings=timings or {}, started=_utc(started or time.time()), finished=_utc(time.time()))
+        files=list(files), timings=timings or {}, started=_utc(started or time.time()), finished=_utc(time.time()),
+        model_frame_count=int(rendered.frames.shape[0]) if rendered is not None else None,
+        motion_filter=s.motion.filter)
 
 
 def _utc(seconds: float) -> str:
@@ -333,15 +339,18 @@ def _write_job(job: Job, plan: Plan, engine, rendered, started: float, t0: float
     root = plan.recipe.output_dir
     try:
         t1 = time.perf_counter()
+        frames = job.settings.motion.apply(rendered.frames)  # loop, then interpolation: what every format writes
+        postprocess = {"postprocess": round(time.perf_counter() - t1, 3)} if frames is not rendered.frames else {}
+        t1 = time.perf_counter()
         # The frames' sha256 (~0.05 s for 25 frames at 1024x576; hashlib releases the GIL) is computed while ffmpeg
         # encodes, instead of after it: for the batch's last video nothing else hides it.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="svdrender-hash") as hasher:
-            frames_hash = hasher.submit(frames_sha256, rendered.frames)
-            files = write_outputs(rendered.frames, job.outputs, job.settings.fps, root=root)
-            timings = {"load": load_seconds, **rendered.timings, "encode": round(time.perf_counter() - t1, 3),
-                       "total": round(time.perf_counter() - t0, 3)}
+            frames_hash = hasher.submit(frames_sha256, frames)
+            files = write_outputs(frames, job.outputs, job.settings.output_fps, root=root)
+            timings = {"load": load_seconds, **rendered.timings, **postprocess,
+                       "encode": round(time.perf_counter() - t1, 3), "total": round(time.perf_counter() - t0, 3)}
             record = _sidecar(job, plan, "ok", engine=engine, rendered=rendered, files=files, timings=timings,
-                              started=started, frames_hash=frames_hash.result())
+                              started=started, frames=frames, frames_hash=frames_hash.result())
         write_sidecar(job.sidecar, record, root=root)
         return JobResult(job, "ok", f"{timings['total']:.1f}s", record)
     except Exception as exc:  # an encoder error or a full disk fails this job only

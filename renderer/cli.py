@@ -146,6 +146,10 @@ def _plan_table(plan) -> str:
                           for fmt, p in job.outputs.items())
         frames = (f"{s.num_frames}f" if s.segments == 1 else
                   f"{job.frame_count}f ({s.segments} segments of {s.num_frames})")
+        m = s.motion
+        if m.cache_inputs():  # looped or retimed: say what the files get
+            how = [m.loop] * (m.loop != "none") + [m.interpolation] * m.interpolates
+            frames += f" {'+'.join(how) or 'retimed'} {m.frame_count(job.frame_count)}f@{m.output_fps}fps"
         detail = f"{s.width}x{s.height} {frames} {s.num_inference_steps} steps {job.scheduler.describe()} -> {paths}"
         rows.append((job.id, "skip" if job.skip_reason else "render",
                      f"{detail} ({job.skip_reason or job.render_reason})"))

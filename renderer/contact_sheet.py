@@ -36,8 +36,9 @@ SETTING_LABELS = (("width", "width"), ("height", "height"), ("num_frames", "fram
                   ("num_inference_steps", "steps"), ("motion_bucket_id", "motion bucket"),
                   ("noise_aug_strength", "noise aug"), ("min_guidance_scale", "min guidance"),
                   ("max_guidance_scale", "max guidance"), ("decode_chunk_size", "decode chunk"), ("fit", "fit"),
-                  ("segments", "segments"))
-TIMING_ORDER = ("load", "prepare", "denoise", "decode", "encode")
+                  ("segments", "segments"), ("loop", "loop"), ("crossfade_frames", "crossfade frames"),
+                  ("interpolation", "interpolation"), ("output_fps", "output fps"))
+TIMING_ORDER = ("load", "prepare", "denoise", "decode", "postprocess", "encode")
 
 STYLE = """
 :root { color-scheme: light dark; --fg: #1d1d1f; --muted: #6b6b70; --bg: #f5f5f7; --card: #fff; --line: #d8d8dc;
@@ -568,7 +569,12 @@ def _settings_facts(entry: Entry) -> str:
     s = entry.sidecar.settings if entry.sidecar is not None else {}
     if not s:
         return ""
-    parts = [f"{s.get('width')}×{s.get('height')}", f"{s.get('num_frames')} frames @ {s.get('fps')} fps",
+    frames = f"{s.get('num_frames')} frames @ {s.get('fps')} fps"
+    written = (entry.sidecar.frame_count, entry.sidecar.fps)
+    if written[0] is not None and written != (s.get("num_frames"), s.get("fps")):  # looped or retimed
+        how = [s[k] for k in ("loop", "interpolation") if s.get(k) not in (None, "none")]
+        frames += f" → {' + '.join(how) + ' → ' if how else ''}{written[0]} frames @ {written[1]} fps"
+    parts = [f"{s.get('width')}×{s.get('height')}", frames,
              f"{s.get('num_inference_steps')} steps", f"motion {s.get('motion_bucket_id')}",
              f"noise {_number(s.get('noise_aug_strength'))}",
              f"cfg {_number(s.get('min_guidance_scale'))}→{_number(s.get('max_guidance_scale'))}"]

@@ -8,7 +8,6 @@ inside the output folder right before it is written.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import hashlib
 import json
@@ -16,16 +15,12 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import ffmpeg
 from .errors import JobError
 from .formats import FORMATS
 from .layout import LOCK_NAME, MANIFEST_NAME, TMP_MARKER
@@ -150,87 +145,23 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
 def encode_video(frames: np.ndarray, final: Path, fmt: str, fps: int) -> None:
     """Encode uint8 frames [F, H, W, 3] with the ffmpeg that imageio-ffmpeg ships, atomically; a failed encode
     raises JobError with ffmpeg's own reason and leaves nothing behind."""
-    import imageio_ffmpeg
-
     encoder = FORMATS[fmt].encoder
     height, width = frames.shape[1:3]
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)
     # The command imageio-ffmpeg's write_frames builds, run here because write_frames ignores ffmpeg's exit status
     # (a failed encode would leave an empty file that looks finished).
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
-           "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", "-an", "-vcodec", encoder.codec, "-pix_fmt", encoder.pix_fmt,
-           "-v", "error", *encoder.args, str(tmp)]
-    # ffmpeg's messages go to a file, not a pipe: with nothing to drain, the frames go to its stdin in one blocking
-    # write that releases the GIL throughout. communicate() would write them 4 KiB at a time from Python, taking
-    # the GIL for every piece while the main thread drives the GPU (4x slower than one write on a 2-core machine).
-    # A session of its own: a Ctrl-C meant for svdrender must not kill ffmpeg before svdrender decides what to do.
-    # But it must not outlive svdrender either (a second signal exits at once): the kernel kills it when we die.
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
-        with _children_lock:
-            _children.add(proc)
-        try:
-            try:
-                proc.stdin.write(memoryview(np.ascontiguousarray(frames, dtype=np.uint8)).cast("B"))
-            except BrokenPipeError:
-                pass  # ffmpeg stopped reading: its exit status and messages below say why
-            finally:
-                try:
-                    proc.stdin.close()
-                except BrokenPipeError:
-                    pass
-            proc.wait()
-            if proc.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
-                err.seek(0)
-                raise JobError(f"encoding {fmt} failed: ffmpeg: {_ffmpeg_reason(err.read(), proc.returncode)}")
-            _fsync(tmp)
-            _place(tmp, final)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            with _children_lock:
-                _children.discard(proc)
-            tmp.unlink(missing_ok=True)
-
-
-# Encoders running now, so that a second signal can kill them before svdrender exits at once.
-_children: set[subprocess.Popen] = set()
-_children_lock = threading.Lock()
-_PR_SET_PDEATHSIG = 1
-
-
-def kill_encoders() -> None:
-    """Kill every ffmpeg this process started and has not reaped (async-signal tolerant: no waiting, no locks)."""
-    for proc in list(_children):
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def _die_with_parent(parent: int):
-    """A preexec_fn asking Linux to SIGKILL the child when the thread that started it dies (None elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def arm() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return arm
-
-
-def _ffmpeg_reason(stderr: bytes, code: int) -> str:
-    """ffmpeg's first error line (the cause; later lines are consequences), without its context addresses."""
-    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    if not lines:
-        return f"exited with status {code}"
-    return re.sub(r"\[(\w+) @ 0x[0-9a-f]+\] ", r"\1: ", lines[0])
+    args = ["-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}", "-pix_fmt", "rgb24", "-r",
+            str(fps), "-i", "-", "-an", "-vcodec", encoder.codec, "-pix_fmt", encoder.pix_fmt, "-v", "error",
+            *encoder.args, str(tmp)]
+    try:
+        ffmpeg.run(args, frames, what=f"encoding {fmt}")
+        if not tmp.is_file() or tmp.stat().st_size == 0:
+            raise JobError(f"encoding {fmt} failed: ffmpeg: it wrote nothing")
+        _fsync(tmp)
+        _place(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_frames_folder(frames: np.ndarray, final: Path) -> list[Path]:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from . import __version__, scheduler_presets
+from . import __version__, motion, scheduler_presets
 from .outputs import file_sha256
 from .paths import is_inside
 from .records import CorruptRecord, read_sidecar
@@ -66,10 +66,8 @@ class Job:
 
     @property
     def frame_count(self) -> int:
-        """Frames of the finished video: each segment after the first drops its first frame, which stands for the
-        previous segment's last one (the frame it was conditioned on)."""
-        s = self.settings
-        return s.num_frames + (s.segments - 1) * (s.num_frames - 1)
+        """Frames the model makes for the job, over all its segments (before any loop or interpolation)."""
+        return self.settings.frame_count
 
 
 def segment_seed(seed: int, index: int) -> int:
@@ -125,21 +123,26 @@ def _folder_fingerprint(folder: Path) -> str:
 
 def cache_inputs(job: Job, recipe: Recipe, revision: str | None) -> dict:
     """Everything that determines a job's output bytes, as JSON data (sidecars keep it to explain changes)."""
-    settings = _as_dict(job.settings)
-    if settings["segments"] == 1:
-        # One segment renders the bytes svdrender wrote before it chained segments: keyed as then, so that jobs
-        # finished before stay done.
-        settings = {k: v for k, v in settings.items() if k != "segments"}
     payload = {
         "image_sha256": job.image_sha256,
         "seed": job.seed,
-        "settings": settings,
+        "settings": _settings_inputs(job.settings),
         "scheduler": job.scheduler.as_json(),
         "model": {**_as_dict(recipe.model), "resolved_revision": revision},
         "formats": sorted(recipe.formats),
         "output_format_version": OUTPUT_FORMAT_VERSION,
     }
     return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=1024)
+def _settings_inputs(settings: Settings) -> dict:
+    """The settings as cache-key input: every SVD setting; `segments` only above 1 and the loop and output frame rate
+    settings only as far as they change the written bytes (motion.Motion.cache_inputs), so that jobs finished before
+    these settings existed stay done."""
+    values = {k: v for k, v in _as_dict(settings).items()
+              if k not in motion.SETTING_NAMES and not (k == "segments" and v == 1)}
+    return {**values, **settings.motion.cache_inputs()}
 
 
 @lru_cache(maxsize=1024)
@@ -235,8 +238,8 @@ def _changes(old, new: dict) -> str:
         if old.get(key) == value:
             continue
         if key == "settings" and isinstance(old.get(key), dict):
-            names = list(value) + [name for name in old[key] if name not in value]  # a setting may be left out
-            changed += [name for name in names if old[key].get(name) != value.get(name)]
+            # Both sides' names: a loop setting or segments back at its default leaves the new inputs, but it changed.
+            changed += [name for name in {**old[key], **value} if old[key].get(name) != value.get(name)]
         else:
             changed.append(_INPUT_NAMES.get(key, key))
     return ", ".join(changed) or "cache key"

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import jsonschema.validators
 
-from . import images, scheduler_presets
+from . import images, motion, scheduler_presets
 from .profiles import PerformanceRequest
 from .scheduler_presets import SchedulerChoice
 from .errors import ImageError, Problem, RecipeError
@@ -84,7 +84,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Settings:
-    """Every resolved SVD setting of one job."""
+    """Every resolved setting of one job: SVD's, then how its frames loop and play (renderer.motion)."""
 
     width: int
     height: int
@@ -98,6 +98,22 @@ class Settings:
     decode_chunk_size: int | None
     fit: str
     segments: int
+    loop: str
+    crossfade_frames: int
+    interpolation: str
+    output_fps: int
+
+    @property
+    def motion(self) -> motion.Motion:
+        """The settings that loop and retime the frames after the model made them."""
+        return motion.Motion(loop=self.loop, crossfade_frames=self.crossfade_frames, interpolation=self.interpolation,
+                             fps=self.fps, output_fps=self.output_fps)
+
+    @property
+    def frame_count(self) -> int:
+        """Frames the model makes for a job: each segment after the first drops its first frame, which stands for
+        the previous segment's last one (the frame it was conditioned on)."""
+        return self.num_frames + (self.segments - 1) * (self.num_frames - 1)
 
 
 # Settings whose default the model decides (its frame count; the conditioning some models were fine-tuned with):
@@ -794,12 +810,15 @@ def resolve_settings(recipe: Recipe, preset: Preset, item: Item) -> Settings:
     values.update(recipe.defaults)
     values.update(preset.overrides)
     values.update(item.overrides)
+    if values["output_fps"] is None:  # the schema's default: the files play at the rate the model was told
+        values["output_fps"] = values["fps"]
     return Settings(**values)
 
 
 def combination_problems(recipe: Recipe, preset: Preset, item: Item) -> list[tuple[tuple[str, ...], str]]:
     """What is wrong with item × preset's resolved settings that no single value shows (the step range of the
-    preset's scheduler, the guidance order), each with the names of the settings at fault."""
+    preset's scheduler, loops and frame rates, segments, the guidance order), each with the names of the settings
+    at fault, most likely first."""
     problems = []
     s = resolve_settings(recipe, preset, item)
     steps = s.num_inference_steps
@@ -807,6 +826,8 @@ def combination_problems(recipe: Recipe, preset: Preset, item: Item) -> list[tup
                if isinstance(steps, int) and not isinstance(steps, bool) else None)
     if message:
         problems.append((("num_inference_steps",), message))
+    if (problem := _motion_problem(s, f"{item.name}/{preset.name}")) is not None:
+        problems.append(problem)
     if all(_strict_integer(None, v) for v in (s.segments, s.num_frames)) and s.segments > 1 and s.num_frames < 2:
         problems.append((("segments", "num_frames"),
                          f"segments {s.segments} needs num_frames of at least 2 for {item.name}/{preset.name}: a "
@@ -869,7 +890,8 @@ def _model_warnings(recipe: Recipe, preset: Preset, item: Item, s: Settings, mod
 
 def _semantic_checks(recipe: Recipe, model_at: tuple | None, out: _Collector) -> None:
     """Checks on resolved combinations that no single value shows (step ranges, guidance order, segments that would
-    add no frames), each reported once where it was set; and the warnings about the model's trained settings."""
+    add no frames, loops and output frame rates), each reported once where it was set; and the warnings about the
+    model's trained settings."""
     reported = set()
     warned = set()
     for item in recipe.items:
@@ -880,6 +902,33 @@ def _semantic_checks(recipe: Recipe, model_at: tuple | None, out: _Collector) ->
                 if (where := _origin_of(keys, recipe, preset, item)) not in reported:
                     reported.add(where)
                     out.add(where, message)
+
+
+def _motion_problem(s: Settings, job: str) -> tuple[tuple[str, ...], str] | None:
+    """What is wrong with a job's loop and output frame rate (the settings to blame, most likely first, and why)."""
+    m = s.motion
+    if m.interpolation != "none" and m.output_fps < m.fps:
+        return (("output_fps", "interpolation", "fps"),
+                f"output_fps {m.output_fps} is below fps {m.fps} for {job}: interpolation '{m.interpolation}' only "
+                "adds frames; raise output_fps, or set interpolation: none to play the frames slower")
+    if m.interpolation != "none" and m.output_fps == m.fps:
+        return (("interpolation", "output_fps", "fps"),
+                f"interpolation '{m.interpolation}' has nothing to do for {job}: output_fps is {m.output_fps}, the "
+                "same as fps; set output_fps above fps (e.g. 24), or leave interpolation out")
+    if m.loop == "crossfade" and 2 * m.crossfade_frames > s.num_frames:
+        fix = (f"lower crossfade_frames to at most {s.num_frames // 2}" if s.num_frames >= 2 else
+               "a crossfade needs at least 2 frames")
+        return (("crossfade_frames", "loop", "num_frames"),
+                f"crossfade_frames {m.crossfade_frames} blends that many frames from each end, so it needs "
+                f"num_frames of at least {2 * m.crossfade_frames}, but {job} has {s.num_frames}; {fix}")
+    count = m.frame_count(s.frame_count)
+    if count > motion.MAX_OUTPUT_FRAMES:
+        how = ([f"loop {m.loop}"] if m.loop != "none" else []) + (
+            [f"interpolation {m.interpolation} to {m.output_fps} fps"] if m.interpolates else [])
+        return (("output_fps", "loop", "num_frames", "interpolation"),
+                f"{job} would write {count:,} frames ({s.frame_count} from the model, {', '.join(how)}), more than "
+                f"the {motion.MAX_OUTPUT_FRAMES:,} a job may write; lower output_fps or num_frames")
+    return None
 
 
 def _origin_of(keys: tuple[str, ...], recipe: Recipe, preset: Preset, item: Item) -> tuple:

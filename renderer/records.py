@@ -244,8 +244,13 @@ def sidecar_json(*, version: str, job_id: str, item: str, preset: str, seed: int
                  recipe_git: dict | None, smoke: bool, cache_key: str, cache_inputs: dict, fallback: list | None,
                  frame_count: int | None, width: int, height: int, fps: int, frames_sha256: str | None,
                  segments: list[SegmentRecord] | None, files: list[dict], timings: dict, started: str,
-                 finished: str) -> dict[str, Any]:
-    """A job sidecar's JSON document (the schema's `$defs/job`), keys in the order a reader expects them."""
+                 finished: str, model_frame_count: int | None = None, motion_filter: str | None = None
+                 ) -> dict[str, Any]:
+    """A job sidecar's JSON document (the schema's `$defs/job`), keys in the order a reader expects them.
+
+    `frame_count`, `fps` and `frames_sha256` describe the frames the files hold, after loop and interpolation;
+    `motion` says how many the model made (`model_frame_count`, None when it made none) and the ffmpeg filter that
+    interpolated them."""
     return {
         "kind": SIDECAR_KIND, "svdrender_version": version, "job_id": job_id, "item": item, "preset": preset,
         "seed": seed, "status": status, "error": error, "input": {"path": input_path, "sha256": input_sha256},
@@ -255,7 +260,9 @@ def sidecar_json(*, version: str, job_id: str, item: str, preset: str, seed: int
         "recipe": {"path": recipe_path, "sha256": recipe_sha256, "git": recipe_git}, "smoke": smoke,
         "cache_key": cache_key, "cache_inputs": cache_inputs, "fallback": fallback, "frame_count": frame_count,
         "width": width, "height": height, "fps": fps, "frames_sha256": frames_sha256,
-        "segments": None if segments is None else [segment.to_json() for segment in segments], "files": files,
+        "segments": None if segments is None else [segment.to_json() for segment in segments],
+        "motion": None if model_frame_count is None else {"model_frames": model_frame_count, "filter": motion_filter},
+        "files": files,
         "timings": timings, "started": started, "finished": finished,
     }
 

@@ -8,7 +8,7 @@ import signal
 import threading
 from contextlib import contextmanager
 
-from .outputs import kill_encoders
+from .ffmpeg import kill_children
 
 
 class Interrupted(BaseException):
@@ -39,7 +39,7 @@ class SignalGuard:
     def handle(self, signum, frame) -> None:
         if self.received is not None:
             os.write(2, f"svdrender: second {signal.Signals(signum).name}: stopping at once\n".encode())
-            kill_encoders()  # none may go on writing a temporary after we are gone
+            kill_children()  # none may go on writing a temporary after we are gone
             os._exit(128 + signum)
         self.received = signum
         if self.armed:

@@ -16,8 +16,9 @@ from .recipe import BUILTIN_TINY, ModelSpec, Preset, Recipe, model_defaults
 
 # Small enough that product_shots.yaml (6 jobs) renders in well under a minute on 2 CPU cores
 # (benchmarks/smoke_speed.py), large enough for the tiny model's two latent levels (64 px → 16 px latents).
+# A crossfade takes frames from both ends, so it must fit in the smoke run's 4 frames.
 SMOKE_SETTINGS = (("width", 64), ("height", 64), ("num_frames", 4), ("num_inference_steps", 2),
-                  ("decode_chunk_size", None))
+                  ("decode_chunk_size", None), ("crossfade_frames", 2))
 SMOKE_MODEL = BUILTIN_TINY
 SMOKE_SUFFIX = "-smoke"
 

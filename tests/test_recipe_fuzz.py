@@ -40,12 +40,13 @@ ODD_STRINGS = ["", "\x00", "inputs/coffee\x00.jpg", "/etc", "/etc/passwd", "../.
                "/**/*.png", "**/*.jpg", "inputs/**/*.jpg", "inputs/*/../../*.jpg", "[", "inputs/[a-", "*",
                "builtin:tiny", "builtin:nope", "foo", "org/name", "./missing-folder", "euler", "eulr", "DDIM",
                "dpmpp_2m_sde_karras", "karras", "ays", "shared/presets.yaml", "fuzz.yaml", "no", "yes", "1e3",
-               "\u202e", "a" * 300]
+               "\u202e", "a" * 300, "pingpong", "crossfade", "mci", "blend"]
 KEYS = ["version", "name", "model", "output", "dir", "formats", "defaults", "presets", "items", "include", "image",
         "glob", "seeds", "start", "count", "scheduler", "sigmas", "scheduler_options", "width", "height",
         "num_frames", "num_inference_steps", "fps", "motion_bucket_id", "noise_aug_strength", "min_guidance_scale",
         "max_guidance_scale", "decode_chunk_size", "fit", "limits", "max_jobs", "allow_inputs_outside",
-        "allow_output_outside", "performance", "profile", "timesteps", "unknown_key"]
+        "allow_output_outside", "performance", "profile", "timesteps", "loop", "crossfade_frames", "interpolation",
+        "output_fps", "unknown_key"]
 
 scalars = st.one_of(st.sampled_from(ODD_NAMES), st.sampled_from(ODD_NUMBERS), st.sampled_from(ODD_STRINGS),
                     st.integers(), st.floats(), st.text(max_size=12))

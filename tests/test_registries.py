@@ -105,3 +105,18 @@ def test_model_families_and_builtin_configs_hold_values_a_recipe_may_set():
             assert name in MODEL_SETTINGS and _Validator(settings[name]).is_valid(value), (family, name)
     for model_id, builtin in BUILTIN_CONFIGS.items():
         assert _Validator(settings["num_frames"]).is_valid(builtin.unet["num_frames"]), model_id
+
+
+@pytest.mark.parametrize("setting, registry", [("loop", "LOOPS"), ("interpolation", "INTERPOLATORS")])
+def test_schemas_list_exactly_the_registered_loops_and_interpolators(setting, registry):
+    from renderer import motion
+
+    names = list(getattr(motion, registry))
+    recipe = json.loads((SCHEMAS / "recipe.schema.json").read_text())["$defs"]["settings"]["properties"][setting]
+    sidecar = json.loads((SCHEMAS / "manifest.schema.json").read_text())["$defs"]["job"]["properties"]["settings"]
+    assert recipe["enum"] == names and recipe["default"] == names[0]
+    assert sidecar["properties"][setting]["enum"] == names
+    for name in names:
+        assert name in recipe["description"], f"the schema's description of {setting} omits {name}"
+    assert set(motion.SETTING_NAMES) <= set(json.loads((SCHEMAS / "recipe.schema.json").read_text())["$defs"][
+        "settings"]["properties"])
