@@ -89,6 +89,9 @@ def _build(device: str, unet: dict, vae: dict, clip: dict):
         vae_model = AutoencoderKLTemporalDecoder(**vae)
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip))
     for offset, model in enumerate((unet_model, vae_model, image_encoder)):
+        # transformers 5 builds its models on the CPU whatever the device context says; the generator below must be
+        # on the same device as every parameter it fills.
+        model.to(device)
         _seed_weights(model, torch.Generator(device=device).manual_seed(TINY_SEED + offset))
         model.eval()  # inference: a training-mode dropout would draw from the global RNG
     pipe = StableVideoDiffusionPipeline(
