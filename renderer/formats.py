@@ -1,5 +1,5 @@
 """The output formats: one table that the writers, the plan, the contact sheet, the API, doctor and the JSON schemas
-all read (tests/test_formats.py checks that the schemas' enums agree with it).
+all read (tests/test_registries.py checks that the schemas' enums agree with it).
 
 Adding a format is one `OutputFormat` row here plus its entry in the schemas' enums.
 """

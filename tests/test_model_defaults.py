@@ -299,7 +299,7 @@ def test_changing_the_model_renders_the_jobs_whose_frame_count_it_changes(render
            "num_frames)" in out
 
 
-def test_the_python_api_prints_a_dict_recipes_warnings_once(tmp_path, capsys, one_torch_thread):
+def test_the_python_api_prints_a_dict_recipes_warnings_once(tmp_path, capsys):
     import renderer
 
     shutil.copytree(INPUTS, tmp_path / "inputs")

@@ -64,7 +64,7 @@ CLIPS = """Array.prototype.map.call(document.querySelectorAll('#compare-grid vid
 
 
 @pytest.fixture(scope="module")
-def review(tmp_path_factory, one_torch_thread):
+def review(tmp_path_factory):
     """One real render of 6 jobs (presets a and b × seeds 1-3; b's videos are shorter), plus a failed job whose
     error and description are hostile markup, as a merged shard might bring."""
     import renderer
