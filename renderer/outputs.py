@@ -23,7 +23,7 @@ import numpy as np
 from . import ffmpeg
 from .errors import JobError
 from .formats import FORMATS
-from .layout import LOCK_NAME, MANIFEST_NAME, TMP_MARKER
+from .layout import LOCK_NAME, MANIFEST_NAME, TMP_MARKER, file_sha256
 from .paths import check_output_path
 from .records import CorruptRecord, Sidecar, read_sidecar
 
@@ -186,14 +186,6 @@ def write_frames_folder(frames: np.ndarray, final: Path) -> list[Path]:
 def frames_sha256(frames: np.ndarray) -> str:
     """sha256 of the uint8 frame array [F, H, W, 3], C order: equal hashes mean identical pixels."""
     return hashlib.sha256(np.ascontiguousarray(frames, dtype=np.uint8).tobytes()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_outputs(frames: np.ndarray, outputs: dict[str, Path], fps: int, *, root: Path) -> list[dict[str, Any]]:

@@ -11,11 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import __version__, motion, scheduler_presets
-from .outputs import file_sha256
+from .layout import file_sha256, job_paths
 from .paths import is_inside
 from .records import CorruptRecord, read_sidecar
 from .errors import UsageError
-from .formats import FORMATS
 from .picks import narrow, read_picks
 from .scheduler_presets import SchedulerChoice
 from .recipe import ModelSpec, Recipe, Settings, load_recipe, resolve_settings, setting_sources, suggest
@@ -157,13 +156,6 @@ def with_cache_key(job: Job, recipe: Recipe, revision: str | None) -> Job:
     inputs = cache_inputs(job, recipe, revision)
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return replace(job, cache_key=key, cache_inputs=inputs)
-
-
-def job_paths(out_dir: Path, item: str, preset: str, seed: int, formats) -> tuple[dict, Path]:
-    """`<dir>/<item>/<preset>/seed-<n>.<ext>` for each format (frames: a folder), and the sidecar path."""
-    stem = out_dir / item / preset / f"seed-{seed}"
-    outputs = {fmt: (stem.with_suffix("." + FORMATS[fmt].extension) if FORMATS[fmt].is_file else stem) for fmt in formats}
-    return outputs, stem.with_suffix(".json")
 
 
 def decide(job: Job) -> Job:
