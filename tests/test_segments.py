@@ -37,6 +37,7 @@ defaults:
 items:
 {items}"""
 CHAIN = "  - {name: chain, image: inputs/coffee.jpg, segments: 3}\n"
+LOOPED = "  - {name: chain-loop, image: inputs/coffee.jpg, segments: 3, loop: pingpong}\n"
 SINGLE = ("  - {name: single, image: inputs/coffee.jpg}\n"
           "  - {name: single-explicit, image: inputs/coffee.jpg, segments: 1}\n")
 
@@ -49,10 +50,11 @@ def write(folder: Path, name: str, out: str, items: str) -> Path:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
-    """One render: a video of 3 segments, and two one-segment videos (the setting left out, and `segments: 1`)."""
+    """One render: a video of 3 segments, the same looped, and two one-segment videos (the setting left out, and
+    `segments: 1`)."""
     folder = tmp_path_factory.mktemp("segments")
     shutil.copytree(INPUTS, folder / "inputs")
-    recipe = write(folder, "recipe.yaml", "out", CHAIN + SINGLE)
+    recipe = write(folder, "recipe.yaml", "out", CHAIN + LOOPED + SINGLE)
     run = run_cli(recipe)
     assert run.returncode == 0, run.stderr
     return folder, run
@@ -90,6 +92,17 @@ def test_a_chained_video_has_n_plus_n_minus_one_frames_per_later_segment(first):
     assert len(frames(job)) == TOTAL
     assert load_json(job.with_suffix(".json"))["frame_count"] == TOTAL
     assert ffprobe_frames(folder / "out" / "single" / "euler" / "seed-0.mp4") == N_FRAMES
+
+
+def test_a_loop_plays_the_whole_chained_video_forward_then_back(first):
+    folder, _ = first
+    chained = frames(folder / "out" / "chain" / "euler" / "seed-0")
+    looped = folder / "out" / "chain-loop" / "euler" / "seed-0"
+    assert ffprobe_frames(looped.with_suffix(".mp4")) == 2 * TOTAL - 2
+    assert all(np.array_equal(a, b) for a, b in zip(frames(looped), chained + chained[-2:0:-1], strict=True))
+    sidecar = load_json(looped.with_suffix(".json"))
+    assert (sidecar["frame_count"], sidecar["motion"]["model_frames"], len(sidecar["segments"])) == (
+        2 * TOTAL - 2, TOTAL, SEGMENTS)
 
 
 def test_one_segment_writes_the_same_bytes_as_a_recipe_without_the_setting(first):
@@ -155,9 +168,9 @@ def test_the_same_seed_renders_the_same_video_again(second):
 def test_progress_shows_each_segment(first):
     _, run = first
     lines = run.stderr.splitlines()
-    shown = [line for line in lines if " segment " in line]
+    shown = [line for line in lines if line.startswith("chain/") and " segment " in line]
     assert shown == [f"chain/euler/seed-0 segment {k}/3" for k in (1, 2, 3)]
-    finished = next(i for i, line in enumerate(lines) if line.startswith("[1/3] chain/euler/seed-0 ok"))
+    finished = next(i for i, line in enumerate(lines) if line.startswith("[1/4] chain/euler/seed-0 ok"))
     assert lines.index(shown[-1]) < finished
 
 
