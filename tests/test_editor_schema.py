@@ -112,7 +112,7 @@ BAD = {
     "fit_not_an_option": "defaults: {fit: squash}\n" + ONE_ITEM,
     "yaml_no_is_false": "defaults: {fit: no}\n" + ONE_ITEM,
     "motion_as_text": "defaults: {motion_bucket_id: high}\n" + ONE_ITEM,
-    "unknown_format": "output: {formats: [mov]}\n" + ONE_ITEM,
+    "unknown_format": "output: {formats: [avi]}\n" + ONE_ITEM,
     "duplicate_seeds": "defaults: {seeds: [1, 1]}\n" + ONE_ITEM,
     "sweep_without_count": "defaults: {seeds: {start: 3}}\n" + ONE_ITEM,
     "bad_dtype": "model:\n  id: builtin:tiny\n  dtype: float8\n" + ONE_ITEM,
