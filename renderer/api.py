@@ -98,7 +98,7 @@ def _job_output(result) -> JobOutput:
         sidecar = json.loads(job.sidecar.read_text(encoding="utf-8"))
     done = result.status in ("ok", "skipped")
     return JobOutput(id=job.id, item=job.item, preset=job.preset, seed=job.seed, status=result.status,
-                     error=None if done else (sidecar.get("error") or result.detail or None),
+                     error=None if done else (result.detail or None),  # a failed job's detail is its sidecar's error
                      paths=dict(job.outputs) if done else {}, sidecar_path=job.sidecar, sidecar=sidecar)
 
 
