@@ -915,12 +915,16 @@ def _motion_problem(s: Settings, job: str) -> tuple[tuple[str, ...], str] | None
         return (("interpolation", "output_fps", "fps"),
                 f"interpolation '{m.interpolation}' has nothing to do for {job}: output_fps is {m.output_fps}, the "
                 "same as fps; set output_fps above fps (e.g. 24), or leave interpolation out")
-    if m.loop == "crossfade" and 2 * m.crossfade_frames > s.num_frames:
-        fix = (f"lower crossfade_frames to at most {s.num_frames // 2}" if s.num_frames >= 2 else
+    frames = s.frame_count  # the loop runs over the whole video, every segment of it
+    if m.loop == "crossfade" and 2 * m.crossfade_frames > frames:
+        fix = (f"lower crossfade_frames to at most {frames // 2}" if frames >= 2 else
                "a crossfade needs at least 2 frames")
+        has = (f"num_frames of at least {2 * m.crossfade_frames}, but {job} has {frames}" if s.segments == 1 else
+               f"a video of at least {2 * m.crossfade_frames} frames, but {job} makes {frames} "
+               f"({s.segments} segments of {s.num_frames})")
         return (("crossfade_frames", "loop", "num_frames"),
-                f"crossfade_frames {m.crossfade_frames} blends that many frames from each end, so it needs "
-                f"num_frames of at least {2 * m.crossfade_frames}, but {job} has {s.num_frames}; {fix}")
+                f"crossfade_frames {m.crossfade_frames} blends that many frames from each end, so it needs {has}; "
+                f"{fix}")
     count = m.frame_count(s.frame_count)
     if count > motion.MAX_OUTPUT_FRAMES:
         how = ([f"loop {m.loop}"] if m.loop != "none" else []) + (

@@ -219,6 +219,22 @@ def test_segments_refused_at_their_recipe_line(write_recipe):
     ]] + ["7 problems found."]
 
 
+def test_a_crossfade_may_span_segments_but_not_more_than_the_whole_video(write_recipe):
+    path = write_recipe("""
+        version: 1
+        model: builtin:tiny
+        defaults: {segments: 2, num_frames: 3, loop: crossfade}
+        items:
+          - {name: fits, image: inputs/coffee.jpg, crossfade_frames: 2}
+          - {name: long, image: inputs/coffee.jpg, crossfade_frames: 3}
+    """)
+    run = run_cli("validate", path)
+    assert (run.returncode, run.stderr.splitlines()) == (2, [
+        f"{path}:6:62: $.items[1].crossfade_frames: crossfade_frames 3 blends that many frames from each end, so it "
+        "needs a video of at least 6 frames, but long/euler makes 5 (2 segments of 3); lower crossfade_frames to at "
+        "most 2", "1 problem found."])
+
+
 def test_cost_and_the_auto_profiles_work_scale_with_segments(write_recipe):
     from renderer.engine import Engine
     from renderer.plan import make_plan
