@@ -18,6 +18,7 @@ from typing import Callable
 
 from .errors import EXIT_USAGE, RecipeError
 from .formats import FORMATS
+from .paths import local_model_path
 
 PACKAGES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate", "imageio-ffmpeg")
 # Packages whose declared requirements on each other are checked (what `pip check` would say about them).
@@ -224,8 +225,7 @@ def model_check(model, base_dir: Path) -> Check:
             return Check("ok", "model", f"{model.id}: built in, nothing to download")
         return Check("fail", "model", f"unknown built-in model '{model.id}'; built-in models are "
                                       f"{', '.join(BUILTIN_MODELS)}")
-    local = Path(model.id).expanduser()
-    local = local if local.is_absolute() else base_dir / local
+    local = local_model_path(model.id, base_dir)
     if local.is_dir():
         missing = _missing_components(local, model.variant)
         return Check("fail" if missing else "ok", "model", f"local folder {local}" + (

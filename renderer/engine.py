@@ -23,6 +23,7 @@ from PIL import Image
 
 from . import hub, images, performance, scheduler_presets
 from .errors import JobError, ModelUnavailableError
+from .paths import local_model_path
 from .plan import Job, model_revision
 from .profiles import JobWork, PerformanceRecord, PerformanceRequest, Shape, choose_auto
 from .recipe import BUILTIN_MODELS, BUILTIN_SVD_XT_RANDOM, ModelSpec, is_hub_id
@@ -100,8 +101,7 @@ def load_pipeline(model: ModelSpec, device: str, base_dir: Path, dtype: str | No
     else:
         from diffusers import StableVideoDiffusionPipeline
 
-        local = Path(model.id).expanduser()
-        local = local if local.is_absolute() else base_dir / local
+        local = local_model_path(model.id, base_dir)
         if local.is_dir():
             source, resolved = str(local), "local"
         elif is_hub_id(model.id):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .model_families import BUILTIN_CONFIGS
-from .paths import is_dir
+from .paths import is_dir, local_model_path
 
 UNET_CONFIG = "unet/config.json"
 MAX_CONFIG_BYTES = 1024 * 1024  # SVD's unet/config.json is about 2 KB; anything near this is not a config
@@ -37,11 +37,7 @@ def read_unet_config(model_id: str, revision: str, base_dir: Path) -> UnetConfig
     if model_id.startswith("builtin:"):
         builtin = BUILTIN_CONFIGS.get(model_id)
         return UnetConfig(model_id, builtin.unet) if builtin else None
-    try:
-        local = Path(model_id).expanduser()
-    except RuntimeError:  # `~someone` with no such user
-        local = Path(model_id)
-    local = local if local.is_absolute() else base_dir / local
+    local = local_model_path(model_id, base_dir)
     if is_dir(local):
         return _read(local / UNET_CONFIG)
     cached = _cached(model_id, revision)

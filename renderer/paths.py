@@ -1,12 +1,14 @@
 """Where a recipe may read and svdrender may write: inputs inside the recipe's repository, outputs inside the output
 folder. Both checks resolve `..` and symlinks, so neither a path nor a symlinked folder can lead elsewhere. Also the
-one rule for names that become path segments, and the bounded glob walk."""
+one rule for names that become path segments, the bounded glob walk, and bounded reads of small files."""
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -21,6 +23,16 @@ def repository_root(recipe: Path) -> Path:
         if (candidate / ".git").exists():
             return candidate
     return folder
+
+
+def local_model_path(model_id: str, base_dir: Path) -> Path:
+    """Where a model id would be as a local folder: `~` expanded, relative to the recipe's folder. (Whether it is
+    one is the caller's question: a hub id names no folder here.)"""
+    try:
+        local = Path(model_id).expanduser()
+    except RuntimeError:  # `~someone` with no such user
+        local = Path(model_id)
+    return local if local.is_absolute() else base_dir / local
 
 
 def is_inside(root: Path, path: Path) -> bool:
@@ -174,3 +186,46 @@ def glob_files(base_dir: Path, pattern: str, root: Path | None, *, max_entries: 
             elif entry.is_dir(follow_symlinks=False):
                 todo.append((entry.path, index + 1))
     return [Path(p) for p in sorted(found)]
+
+
+class Unreadable(Exception):
+    """Why `read_bounded` read nothing: `kind` is "folder", "special" (a FIFO, device or socket), "symlink",
+    "too large" (`size` in bytes, when known) or "error" (`detail`: the OS's reason)."""
+
+    def __init__(self, kind: str, detail: str = "", size: int | None = None):
+        super().__init__(kind, detail)
+        self.kind, self.detail, self.size = kind, detail, size
+
+
+def read_bounded(path: Path, limit: int, *, follow_symlinks: bool = True) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes; otherwise `Unreadable` (or
+    FileNotFoundError). A FIFO or device is refused without waiting on it, and a file that grows while it is read
+    is refused too."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise Unreadable("symlink") from None
+        if exc.errno == errno.EISDIR:
+            raise Unreadable("folder") from None
+        raise Unreadable("error", exc.strerror or str(exc)) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise Unreadable("folder")
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable("special")
+        if info.st_size > limit:
+            raise Unreadable("too large", size=info.st_size)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise Unreadable("error", exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise Unreadable("too large")
+    return data

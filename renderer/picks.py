@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 import re
-import stat
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 
 from . import scheduler_presets
 from .errors import PicksError, Problem, UsageError
-from .paths import name_problem
+from .paths import Unreadable, name_problem, read_bounded
 from .recipe import MAX_SEED, Recipe, builtin_preset, combination_problems, suggest
 from .yamlio import json_path
 
@@ -77,34 +75,18 @@ def schema() -> dict:
 def _read_bounded(path: Path, file: str) -> bytes:
     """The bytes of `path` if it is a regular file (symlinks followed: the user named it) of at most
     MAX_PICKS_BYTES; a FIFO or device is refused without waiting on it."""
-    def refuse(message: str) -> PicksError:
-        return PicksError([Problem(file, None, None, "", message)])
-
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        return read_bounded(path, MAX_PICKS_BYTES)
     except FileNotFoundError:
-        raise refuse("no such file") from None
-    except IsADirectoryError:
-        raise refuse("is a folder, not a picks file") from None
-    except OSError as exc:
-        raise refuse(f"cannot be read: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise refuse("is a folder, not a picks file")
-        if not stat.S_ISREG(info.st_mode):
-            raise refuse("is not a regular file")
-        if info.st_size > MAX_PICKS_BYTES:
-            raise refuse(f"is {info.st_size:,} bytes; a picks file is at most {MAX_PICKS_BYTES:,} bytes")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            data = fh.read(MAX_PICKS_BYTES + 1)
-    except OSError as exc:
-        raise refuse(f"cannot be read: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_PICKS_BYTES:  # it grew after fstat
-        raise refuse(f"is more than {MAX_PICKS_BYTES:,} bytes; a picks file is at most {MAX_PICKS_BYTES:,} bytes")
-    return data
+        message = "no such file"
+    except Unreadable as exc:
+        message = {
+            "folder": "is a folder, not a picks file",
+            "special": "is not a regular file",
+            "too large": (f"is {exc.size:,} bytes" if exc.size is not None else f"is more than {MAX_PICKS_BYTES:,} "
+                          "bytes") + f"; a picks file is at most {MAX_PICKS_BYTES:,} bytes",
+        }.get(exc.kind, f"cannot be read: {exc.detail}")
+    raise PicksError([Problem(file, None, None, "", message)])
 
 
 class _Lines:

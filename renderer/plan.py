@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__, motion, scheduler_presets
 from .layout import file_sha256, job_paths
-from .paths import is_inside
+from .paths import is_inside, local_model_path
 from .records import CorruptRecord, read_sidecar
 from .errors import UsageError
 from .picks import narrow, read_picks
@@ -98,8 +98,7 @@ def model_revision(model: ModelSpec, base_dir: Path) -> str | None:
     commit a hub revision resolves to in the local Hugging Face cache (None when it is not cached yet)."""
     if model.is_builtin:
         return "builtin"
-    local = Path(model.id).expanduser()
-    local = local if local.is_absolute() else base_dir / local
+    local = local_model_path(model.id, base_dir)
     if local.is_dir():
         return "local:" + _folder_fingerprint(local)
     if _COMMIT.match(model.revision):

@@ -24,7 +24,8 @@ from .scheduler_presets import SchedulerChoice
 from .errors import ImageError, Problem, RecipeError
 from .model_configs import read_unet_config
 from .model_families import BUILTIN_CONFIGS, BUILTIN_SVD_XT_RANDOM, BUILTIN_TINY, family_of  # noqa: F401 (re-export)
-from .paths import GlobRefused, glob_files, is_dir, is_file, is_inside, name_problem, repository_root
+from .paths import (GlobRefused, glob_files, is_dir, is_file, is_inside, local_model_path, name_problem,
+                    repository_root)
 from .yamlio import YAML11_BOOLEAN_WORDS, Document, json_path, load
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "recipe.schema.json"
@@ -518,11 +519,7 @@ def _check_model(data: dict, base_dir: Path, out: _Collector) -> None:
             out.add(where, f"unknown built-in model '{model_id}'{suggest(model_id, BUILTIN_MODELS)}; built-in "
                            f"models are {', '.join(BUILTIN_MODELS)}")
         return
-    try:
-        local = Path(model_id).expanduser()
-    except RuntimeError:  # `~someone` with no such user
-        local = Path(model_id)
-    local = local if local.is_absolute() else base_dir / local
+    local = local_model_path(model_id, base_dir)
     if is_dir(local):
         # Planning fingerprints the folder's files, and loading needs this file: `/` or `~` must not pass as a model.
         if not is_file(local / "model_index.json"):

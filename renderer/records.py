@@ -8,15 +8,14 @@ regular file (no FIFO, device or symlink) of at most `MAX_RECORD_BYTES` is read 
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
+from .paths import Unreadable, read_bounded
 from .profiles import PerformanceRecord
 from .recipe import Settings
 from .scheduler_presets import SchedulerChoice
@@ -61,26 +60,11 @@ def _check(data: Any, definition: str) -> None:
 def read_json_bounded(path: Path, limit: int = MAX_RECORD_BYTES) -> Any:
     """JSON from `path` if it is a regular file (not a symlink, FIFO or device) of at most `limit` bytes."""
     try:
-        # O_NONBLOCK: opening a FIFO planted under a record's name must not wait for a writer.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise CorruptRecord("a symlink, not a file") from None
-        raise CorruptRecord(exc.strerror or str(exc)) from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise CorruptRecord("not a regular file")
-        if info.st_size > limit:
-            raise CorruptRecord(f"larger than {limit} bytes")
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise CorruptRecord(exc.strerror or str(exc)) from None
-    finally:
-        os.close(fd)
+        data = read_bounded(path, limit, follow_symlinks=False)
+    except Unreadable as exc:
+        raise CorruptRecord({"symlink": "a symlink, not a file", "folder": "not a regular file",
+                             "special": "not a regular file", "too large": f"larger than {limit} bytes"
+                             }.get(exc.kind, exc.detail)) from None
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
