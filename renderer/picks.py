@@ -20,7 +20,7 @@ from . import scheduler_presets
 from .errors import PicksError, Problem, UsageError
 from .paths import Unreadable, name_problem, read_bounded
 from .recipe import MAX_SEED, Recipe, builtin_preset, combination_problems, suggest
-from .yamlio import json_path
+from .yamlio import NotUtf8, json_path, utf8_text
 
 PICKS_KIND = "svdrender.picks"
 PICKS_VERSION = 1
@@ -201,11 +201,9 @@ def read_picks(path: Path) -> Picks:
     file = str(path)
     raw = _read_bounded(Path(path), file)
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise PicksError([Problem(file, line, col, "", "is not UTF-8 text; a picks file is JSON")]) from None
+        text = utf8_text(raw)
+    except NotUtf8 as exc:
+        raise PicksError([Problem(file, exc.line, exc.col, "", "is not UTF-8 text; a picks file is JSON")]) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -324,7 +325,8 @@ def _merge_includes(doc: Document, base_dir: Path, out: _Collector, depth: int, 
             out.add(("include", index), f"includes nested deeper than {MAX_INCLUDE_DEPTH} levels")
             continue
         if not is_file(target):
-            out.add(("include", index), f"included file {rel} does not exist")
+            out.add(("include", index), f"included file {rel} " + (
+                "is not a regular file" if os.path.lexists(target) else "does not exist"))
             continue
         try:
             sub = load(target, _display(target), keep_going=True)

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem, RecipeError
+from .paths import Unreadable, read_bounded
 
 MAX_FILE_BYTES = 1024 * 1024  # recipes are small; a bigger file is a mistake or an attack
 MAX_VALUES = 200_000  # values after alias expansion
@@ -223,6 +224,23 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+class NotUtf8(ValueError):
+    """Bytes that are not UTF-8 text, and the line and column (1-based) of the first bad byte."""
+
+    def __init__(self, line: int, col: int):
+        super().__init__(line, col)
+        self.line, self.col = line, col
+
+
+def utf8_text(raw: bytes) -> str:
+    """`raw` decoded as UTF-8 (a byte-order mark, as some Windows editors write, is dropped), or NotUtf8."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise NotUtf8(line, exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1) from None
+
+
 def load(path: Path, display: str | None = None, *, keep_going: bool = False) -> Document:
     """Load one YAML file safely; raise RecipeError with file:line:col problems on any failure.
 
@@ -230,23 +248,20 @@ def load(path: Path, display: str | None = None, *, keep_going: bool = False) ->
     with its own checks."""
     file = display or str(path)
     try:
-        if path.is_dir():
-            raise RecipeError([Problem(file, None, None, "", "is a directory, not a recipe file")])
-        size = path.stat().st_size
+        raw = read_bounded(path, MAX_FILE_BYTES)
     except FileNotFoundError:
         raise RecipeError([Problem(file, None, None, "", "no such file")]) from None
-    except OSError as exc:
-        raise RecipeError([Problem(file, None, None, "", f"cannot be read: {exc.strerror}")]) from None
-    if size > MAX_FILE_BYTES:
-        raise RecipeError([Problem(file, None, None, "",
-                                   f"is {size:,} bytes; recipes are limited to {MAX_FILE_BYTES:,} bytes")])
-    raw = path.read_bytes()
+    except Unreadable as exc:
+        message = {"folder": "is a directory, not a recipe file", "special": "is not a regular file",
+                   "too large": (f"is {exc.size:,} bytes" if exc.size is not None else f"is more than "
+                                 f"{MAX_FILE_BYTES:,} bytes") + f"; recipes are limited to {MAX_FILE_BYTES:,} bytes",
+                   }.get(exc.kind, f"cannot be read: {exc.detail}")
+        raise RecipeError([Problem(file, None, None, "", message)]) from None
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise RecipeError([Problem(file, line, col, "", "is not UTF-8 text; save the recipe as UTF-8")]) from None
+        text = utf8_text(raw)
+    except NotUtf8 as exc:
+        raise RecipeError([Problem(file, exc.line, exc.col, "", "is not UTF-8 text; save the recipe as UTF-8")]
+                          ) from None
     return loads(text, file, keep_going=keep_going)
 
 

@@ -387,3 +387,18 @@ def test_model_ids_of_every_kind_that_can_load(bad_inputs, tmp_path):
     for model in ("stabilityai/stable-video-diffusion-img2vid-xt", "weights", "./weights", str(tmp_path / "weights"),
                   "builtin:tiny"):
         assert refusal(bad_inputs(f"version: 1\nmodel: {model}\n" + GOOD_ITEM))[0] == 0, model
+
+
+def test_a_fifo_named_as_a_recipe_or_an_include_is_refused_without_waiting_for_a_writer(tmp_path):
+    # Reading a FIFO blocks until something writes to it; a recipe check must answer at once instead.
+    import os
+    import subprocess
+    import sys
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    (tmp_path / "main.yaml").write_text("version: 1\ninclude: [pipe.yaml]\nmodel: builtin:tiny\nitems: []\n")
+    run = subprocess.run([sys.executable, "-m", "renderer", "validate", "pipe.yaml", "main.yaml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert {"pipe.yaml: is not a regular file",
+            "main.yaml:2:11: $.include[0]: included file pipe.yaml is not a regular file"} <= set(run.stderr.splitlines())
