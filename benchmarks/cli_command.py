@@ -9,7 +9,7 @@ A run spec is PROFILE or PROFILE:CACHE with CACHE `empty` (a fresh compile cache
 (the cache the previous runs of this invocation filled, as a CI cache restore gives); the default is `warm`.
 
     python benchmarks/cli_command.py benchmarks/recipes/sampler_ladder.yaml --runs off,fast:empty,fast:warm \
-        --json benchmarks/results/cli_sampler_ladder_h200.json
+        --json benchmarks/results/cli_sampler_ladder_h100.json
     python benchmarks/cli_command.py recipes/demo.yaml --runs off,off          # CPU: the demo, twice
 """
 
