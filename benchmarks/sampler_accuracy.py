@@ -62,7 +62,7 @@ def main() -> int:
         print(f"\n## W1 error by UNet calls, {label}: {mixture}\n")
         print("| preset | " + " | ".join(str(n) for n in steps) + " |")
         print("|---|" + "---:|" * len(steps))
-        for name, group in _same_method(schedulers, scheduler_presets.PRESETS).items():
+        for name, group in _same_method(scheduler_presets, scheduler_presets.PRESETS).items():
             cells = []
             for n in steps:
                 scheduler, kwargs = scheduler_presets.build({"scheduler": name, "num_inference_steps": n},
@@ -81,13 +81,13 @@ def main() -> int:
                 result = f"crash ({type(error).__name__})"
             print(f"| {name} | {result} |")
 
-    ladder = measure_ladder(accuracy, schedulers)
+    ladder = measure_ladder(accuracy, scheduler_presets)
     print("\n" + ladder_markdown(ladder))
     if args.write:
         scheduler_presets.PRESET_ACCURACY_FILE.write_text(json.dumps(ladder, indent=1, ensure_ascii=False) + "\n")
         print(f"wrote {scheduler_presets.PRESET_ACCURACY_FILE.relative_to(ROOT)}")
     if args.markdown:
-        _replace_generated(ROOT / "docs" / "scheduler_presets.md", ladder_markdown(ladder))
+        _replace_generated(ROOT / "docs" / "schedulers.md", ladder_markdown(ladder))
         print("wrote docs/schedulers.md")
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
@@ -110,7 +110,7 @@ BUDGETS = (6, 8, 10)
 CONVERGENCE_STEPS = (3, 4, 6, 8, 10, 15, 25, 35, 50)
 
 
-def measure_ladder(accuracy, schedulers) -> dict:
+def measure_ladder(accuracy, scheduler_presets) -> dict:
     """Errors of the ladder and its candidates relative to Euler at 25 calls, as stored in preset_accuracy.json."""
     from renderer.samplers import IPNDMScheduler
     from renderer.builtin_models import SVD_SCHEDULER_CONFIG
@@ -135,7 +135,7 @@ def measure_ladder(accuracy, schedulers) -> dict:
                       "relative_error": relative({"scheduler": name}, scheduler_presets.PRESETS[name].default_steps)}
                for name in scheduler_presets.LADDER}
     convergence = {}
-    for name in _same_method(schedulers, scheduler_presets.LADDER):
+    for name in _same_method(scheduler_presets, scheduler_presets.LADDER):
         low, high = scheduler_presets.PRESETS[name].step_range
         steps = [n for n in CONVERGENCE_STEPS if low <= n <= high]
         convergence[name] = {"range": [low, high], "steps": steps,
@@ -152,7 +152,7 @@ def measure_ladder(accuracy, schedulers) -> dict:
     }
 
 
-def _same_method(schedulers, names) -> dict[str, list[str]]:
+def _same_method(scheduler_presets, names) -> dict[str, list[str]]:
     """Presets grouped by method and schedule (they differ only in their default step count), first name → all."""
     groups: dict[tuple, list[str]] = {}
     for name in names:
