@@ -20,7 +20,7 @@ everything to --json.
     python benchmarks/gpu_throughput.py --no-plain --profiles low,low+decode_chunk_size=4 --jobs 1 --json low.json
     python benchmarks/gpu_throughput.py --tiny --steps 3 --json /tmp/t.json   # CPU smoke test (builtin:tiny)
 
-A profile spec is a name from renderer.performance.PROFILES, optionally with `+key=value` overrides.
+A profile spec is a name from renderer.speed.profiles.PROFILES, optionally with `+key=value` overrides.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from renderer import performance  # noqa: E402
+from renderer.speed import runtime  # noqa: E402
+from renderer.speed.settings import profile_settings, resolve_settings  # noqa: E402
 
 # One SVD-XT video ≈ 4.2 PFLOP at 25 frames, 576×1024, 25 steps with CFG (SVD_FACTS.md): the UNet costs 3.2 TFLOP per
 # latent frame per pass, the VAE decode 0.17 PFLOP per 25 frames. Scaled linearly in pixels (attention is not linear:
@@ -113,9 +114,9 @@ def fast_unet_on_gpu(**overrides):
     job's UNet inputs (sample, timestep, image embedding, time ids), seeded. Returns (pipe, applied, inputs)."""
     device, dtype = torch.device("cuda"), torch.float16
     pipe = build_full_pipeline(device, dtype)
-    name, vram = performance.describe_device()
-    settings = dataclasses.replace(performance.resolve_settings("fast", name, vram), **overrides)
-    applied = performance.optimize_pipeline(pipe, settings)
+    name, vram = runtime.describe_device()
+    settings = dataclasses.replace(resolve_settings("fast", name, vram), **overrides)
+    applied = runtime.optimize_pipeline(pipe, settings)
     g = torch.Generator(device).manual_seed(7)
     frames, lh, lw, b = 25, 72, 128, 2
     sample = torch.randn(b, frames, 8, lh, lw, generator=g, device=device, dtype=dtype)
@@ -325,14 +326,13 @@ def run_profile(spec: str, work: Path, args, device) -> tuple[dict, dict]:
     request = parse_spec(spec)
     if args.compile_cache_dir:
         request.setdefault("compile_cache_dir", args.compile_cache_dir)
-    from renderer import performance
-    from renderer.profiles import JobWork, Shape
+    from renderer.speed.profiles import JobWork, Shape
 
     # Every PerformanceSettings field can be set here (the lab's ablations), not only what a recipe may ask for.
-    name, vram = performance.describe_device() if device.type == "cuda" else ("cpu", 0.0)
+    name, vram = runtime.describe_device() if device.type == "cuda" else ("cpu", 0.0)
     work = [JobWork(Shape(j.settings.width, j.settings.height, j.settings.num_frames), j.settings.num_inference_steps)
             for j in plan.jobs]
-    settings = performance.resolve_settings(request["profile"], name, vram, work,
+    settings = resolve_settings(request["profile"], name, vram, work,
                                             **{k: v for k, v in request.items() if k != "profile"})
     engine = RecordingEngine(plan.recipe.model, device=device.type, base_dir=plan.recipe.path.parent,
                              performance=settings, jobs=plan.jobs)
@@ -409,7 +409,7 @@ def main(argv=None) -> int:
     plan, _, first = make_batch(work / "plain", args)
     n = len(plan.jobs)
 
-    device_name, vram = performance.describe_device() if device.type == "cuda" else ("cpu", 0.0)
+    device_name, vram = runtime.describe_device() if device.type == "cuda" else ("cpu", 0.0)
     report = {
         "command": "python " + " ".join([os.path.relpath(__file__, REPO)] + (argv or sys.argv[1:])),
         "device": device_name,
@@ -420,7 +420,7 @@ def main(argv=None) -> int:
                    "decode_chunk_size": args.decode_chunk_size, "dtype": str(dtype).removeprefix("torch."),
                    "cfg": [1.0, 3.0], "jobs": [{"id": j.id, "seed": j.seed} for j in plan.jobs],
                    "random_weights": True, "tiny": args.tiny},
-        "auto_settings": performance.auto_settings(device_name, vram).as_dict(),
+        "auto_settings": profile_settings("auto", device_name, vram).as_dict(),
         "paths": {},
     }
 

@@ -24,7 +24,7 @@ from .lock import HeldLock, output_lock
 from .outputs import (frames_sha256, retract_sidecar, run_id, sweep_temporaries, write_input_thumbnail,
                       write_outputs, write_sidecar)
 from .plan import Job, Plan, decide, recheck, with_cache_key
-from .profiles import PerformanceRecord, PerformanceRequest
+from .speed.profiles import PerformanceRecord, PerformanceRequest
 from .records import (NOT_RUN, OK, OTHER_PROCESS, RUN_FAILED, RUN_INTERRUPTED, RUN_OK, SKIPPED, ModelRecord,
                       PlannedJob, RunRecord, sidecar_json)
 from .progress import Progress

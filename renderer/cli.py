@@ -13,7 +13,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_OK, RecipeError, SvdrenderError, UsageError
-from .profiles import PROFILES
+from .speed.profiles import PROFILES
 
 EXIT_CODES_HELP = """\b
 Exit codes: 0 every job ok (or skipped), 1 some job failed, the model

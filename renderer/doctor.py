@@ -175,9 +175,9 @@ def memory_profile(device_name: str, total_vram_gib: float) -> str:
     """The memory profile svdrender recommends for a device, with why."""
     if total_vram_gib <= 0:
         return "off (no GPU: float32 on the CPU)"
-    from .performance import auto_settings  # only called once torch imported, so the engine's own table is there
+    from .speed.settings import profile_settings
 
-    settings = auto_settings(device_name, total_vram_gib)
+    settings = profile_settings("auto", device_name, total_vram_gib)
     notes = [settings.dtype] + (["torch.compile"] if settings.compile else []) + (
         [f"cpu offload: {settings.cpu_offload}"] if settings.cpu_offload != "none" else [])
     return f"{settings.profile} ({', '.join(notes)}) for {device_name} with {total_vram_gib:.0f} GiB"

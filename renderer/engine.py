@@ -21,11 +21,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import hub, images, performance, scheduler_presets
+from . import hub, images, scheduler_presets
 from .errors import JobError, ModelUnavailableError
 from .paths import local_model_path
 from .plan import Job, model_revision
-from .profiles import JobWork, PerformanceRecord, PerformanceRequest, Shape, choose_auto
+from .speed import rewrites, runtime
+from .speed.profiles import JobWork, PerformanceRecord, PerformanceRequest, Shape, choose_auto
+from .speed.settings import PerformanceSettings, effective_decode_chunk_size, resolve_settings
 from .recipe import BUILTIN_MODELS, BUILTIN_SVD_XT_RANDOM, ModelSpec, is_hub_id
 from .records import ModelRecord, SchedulerUsed, SegmentRecord
 
@@ -197,7 +199,7 @@ class Engine:
     """Loads one pipeline (on first use) and renders jobs on it."""
 
     def __init__(self, model: ModelSpec, *, device: str | None = None, base_dir: Path | None = None,
-                 performance: PerformanceRequest | performance.PerformanceSettings | None = None,
+                 performance: PerformanceRequest | PerformanceSettings | None = None,
                  jobs: Sequence[Job] | None = None):
         self.model = model
         self.device = resolve_device(device)
@@ -214,7 +216,7 @@ class Engine:
                     j.settings.num_inference_steps * j.settings.segments)
             for j in jobs]
         self._device_name = "cpu"
-        self.speed: performance.PerformanceSettings | None = None
+        self.speed: PerformanceSettings | None = None
         self.performance: PerformanceRecord | None = None  # what optimize_pipeline applied, for sidecars
         self._prefetched: dict[str, Future] = {}
         self._loader: ThreadPoolExecutor | None = None
@@ -226,22 +228,22 @@ class Engine:
             request = self.performance_request
             profile = request.profile
             on_cuda = torch.device(self.device).type == "cuda"
-            name, vram = performance.describe_device() if on_cuda else ("cpu", 0.0)
+            name, vram = runtime.describe_device() if on_cuda else ("cpu", 0.0)
             self._device_name = name
             choice = None
-            if isinstance(request, performance.PerformanceSettings):  # benchmarks: every knob, set by hand
+            if isinstance(request, PerformanceSettings):  # benchmarks: every knob, set by hand
                 self.speed = request
             else:
                 if profile == "auto" and on_cuda:
-                    choice = choose_auto(vram, self.work, warm=lambda shape: performance.is_warm(shape, name))
+                    choice = choose_auto(vram, self.work, warm=lambda shape: runtime.is_warm(shape, name))
                     profile = choice.profile
-                self.speed = performance.resolve_settings(profile, name, vram, **request.overrides())
+                self.speed = resolve_settings(profile, name, vram, **request.overrides())
             # The profile's dtype applies when the recipe leaves it to svdrender (dtype: auto).
             dtype = self.speed.dtype if on_cuda and self.model.dtype == "auto" else None
             quiet_library_logs()
             self.pipe, self.info = load_pipeline(self.model, self.device, self.base_dir, dtype=dtype)
             self._base_scheduler_config = dict(self.pipe.scheduler.config)
-            self.performance = performance.optimize_pipeline(self.pipe, self.speed)
+            self.performance = runtime.optimize_pipeline(self.pipe, self.speed)
             if choice is not None:
                 self.performance = replace(self.performance, auto=choice)
             self.clip_input = PreparedClipInput(self.pipe)
@@ -297,7 +299,7 @@ class Engine:
         s = job.settings
         seeds = job.segment_seeds
         prefetched = self._prefetched.pop(job.id, None)
-        chunk = first_chunk = performance.effective_decode_chunk_size(self.speed, s.decode_chunk_size) or s.num_frames
+        chunk = first_chunk = effective_decode_chunk_size(self.speed, s.decode_chunk_size) or s.num_frames
         frames = None
         made = 0  # frames of the video so far
         records: list[SegmentRecord] = []
@@ -371,7 +373,7 @@ class Engine:
         latents = None
         while True:
             try:
-                with torch.inference_mode(), performance.call_context(self.speed):
+                with torch.inference_mode(), runtime.call_context(self.speed):
                     if latents is None:
                         t1 = time.perf_counter()
                         if clip_input is not None:
@@ -399,7 +401,7 @@ class Engine:
                     # the pipeline runs for output_type="pt".
                     video = self.pipe.decode_latents(latents, s.num_frames, chunk)
                     video = self.pipe.video_processor.postprocess_video(video=video, output_type="pt")[0]
-                    frames = performance.frames_to_uint8(video)
+                    frames = runtime.frames_to_uint8(video)
                     self._sync()
                 break
             except _OUT_OF_MEMORY as exc:
@@ -422,7 +424,7 @@ class Engine:
         timings["decode"] = time.perf_counter() - t2
         if not np.isfinite(latents.float().cpu().numpy()).all():
             raise JobError("the sampler produced NaN or infinite latents (try dtype float32 or bfloat16)")
-        performance.mark_warm(self.speed, Shape(s.width, s.height, s.num_frames), self._device_name)
+        runtime.mark_warm(self.speed, Shape(s.width, s.height, s.num_frames), self._device_name)
         return np.ascontiguousarray(frames), scheduler, call_kwargs, chunk, timings
 
     def _sampler(self, job: Job, seed: int):
@@ -439,12 +441,10 @@ class Engine:
         Forward chunking runs the UNet's feed-forward layers on slices of rows (denoise only); model CPU offload
         keeps only the running model on the GPU (needs a GPU to offload from). Both stay on for later jobs.
         """
-        # A captured CUDA graph would replay the old layers on the old weights' addresses, and holds its own pool.
-        performance.drop_cuda_graphs(self.pipe.unet)
         if failed_in == "denoise" and "forward_chunking" not in self.memory_savers:
             # svdrender's row chunking, not diffusers' enable_forward_chunking: with CPU offload (the next saver)
             # diffusers' frame-axis slices ran 6x slower per step (docs/performance.md).
-            performance.chunk_feed_forwards(self.pipe.unet)
+            rewrites.chunk_feed_forwards(self.pipe.unet)
             self.memory_savers.append("forward_chunking")
             return True
         # Offloading hooks defeat a compiled UNet (the settings check refuses that pair): a compiled run that still

@@ -20,7 +20,7 @@ import jsonschema
 import jsonschema.validators
 
 from . import images, motion, scheduler_presets
-from .profiles import PerformanceRequest
+from .speed.profiles import PerformanceRequest
 from .scheduler_presets import SchedulerChoice
 from .errors import ImageError, Problem, RecipeError
 from .model_configs import read_unet_config

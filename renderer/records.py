@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .paths import Unreadable, read_bounded
-from .profiles import PerformanceRecord
+from .speed.profiles import PerformanceRecord
 from .recipe import Settings
 from .scheduler_presets import SchedulerChoice
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import scheduler_presets
-from .profiles import PerformanceRequest
+from .speed.profiles import PerformanceRequest
 from .recipe import BUILTIN_TINY, ModelSpec, Preset, Recipe, model_defaults
 
 # Small enough that product_shots.yaml (6 jobs) renders in well under a minute on 2 CPU cores

@@ -1,12 +1,13 @@
 """`auto` compiles only where compiling is expected to pay for itself: the cost model and the compile-cache
-markers it reads. Pure Python: the numbers behind it are measured on an H200 (docs/performance.md)."""
+markers it reads. Pure Python: the numbers behind it are measured on an H200 (docs/runtime.md)."""
 
 import json
 
 import pytest
 
-from renderer import performance
-from renderer.profiles import COMPILE_COLD_S, FAST_SAVES_PER_CALL_S, JobWork, Shape, choose_auto
+from renderer.speed import runtime
+from renderer.speed.profiles import COMPILE_COLD_S, FAST_SAVES_PER_CALL_S, JobWork, Shape, choose_auto
+from renderer.speed.settings import profile_settings
 
 FULL = Shape(1024, 576, 25)
 
@@ -53,22 +54,23 @@ def test_small_gpus_offload_and_unknown_batches_compile():
 
 def test_a_compiled_job_marks_the_cache_warm_for_its_shape_gpu_and_torch(tmp_path, monkeypatch):
     monkeypatch.setenv("SVDRENDER_CACHE", str(tmp_path))
-    fast = performance.profile_settings("fast", "NVIDIA H200", 139.8)
-    assert not performance.is_warm(FULL, "NVIDIA H200")
-    performance.mark_warm(fast, FULL, "NVIDIA H200")
-    assert performance.is_warm(FULL, "NVIDIA H200")
-    assert not performance.is_warm(FULL, "NVIDIA H100 80GB HBM3")
-    assert not performance.is_warm(Shape(512, 288, 14), "NVIDIA H200")
+    fast = profile_settings("fast", "NVIDIA H200", 139.8)
+    assert not runtime.is_warm(FULL, "NVIDIA H200")
+    runtime.mark_warm(fast, FULL, "NVIDIA H200")
+    assert runtime.is_warm(FULL, "NVIDIA H200")
+    assert not runtime.is_warm(FULL, "NVIDIA H100 80GB HBM3")
+    assert not runtime.is_warm(Shape(512, 288, 14), "NVIDIA H200")
     (marker,) = (tmp_path / "torch-compile" / "svdrender-warm").iterdir()
     assert json.loads(marker.read_text())["shape"] == [1024, 576, 25]
     # ... and `auto` on the same batch now compiles.
-    assert performance.profile_settings("auto", "NVIDIA H200", 139.8, jobs(8)).profile == "fast"
-    monkeypatch.setattr(performance.torch, "__version__", "9.9.9")
-    assert not performance.is_warm(FULL, "NVIDIA H200")
+    assert profile_settings("auto", "NVIDIA H200", 139.8, jobs(8),
+                            warm=lambda shape: runtime.is_warm(shape, "NVIDIA H200")).profile == "fast"
+    monkeypatch.setattr(runtime.torch, "__version__", "9.9.9")
+    assert not runtime.is_warm(FULL, "NVIDIA H200")
 
 
 @pytest.mark.parametrize("profile", ["balanced", "off", "low"])
 def test_only_compiled_jobs_mark_the_cache(tmp_path, monkeypatch, profile):
     monkeypatch.setenv("SVDRENDER_CACHE", str(tmp_path))
-    performance.mark_warm(performance.profile_settings(profile, "NVIDIA H200", 139.8), FULL, "NVIDIA H200")
+    runtime.mark_warm(profile_settings(profile, "NVIDIA H200", 139.8), FULL, "NVIDIA H200")
     assert not (tmp_path / "torch-compile" / "svdrender-warm").exists()

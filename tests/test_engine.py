@@ -12,7 +12,7 @@ from renderer.engine import Engine, load_pipeline
 from renderer.errors import ImageError, ModelUnavailableError
 from renderer.images import fit_image, load_image
 from renderer.plan import make_plan
-from renderer.profiles import PerformanceRequest
+from renderer.speed.profiles import PerformanceRequest
 from renderer.recipe import ModelSpec, load_recipe
 from renderer.builtin_models import build_tiny_pipeline
 

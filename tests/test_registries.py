@@ -61,7 +61,7 @@ def _walk(node):
 
 
 def test_recipe_schema_lists_exactly_the_registered_profiles():
-    from renderer.profiles import DEFAULT_PROFILE, PROFILES
+    from renderer.speed.profiles import DEFAULT_PROFILE, PROFILES
 
     profile = json.loads((SCHEMAS / "recipe.schema.json").read_text())["properties"]["performance"]["properties"][
         "profile"]
@@ -74,7 +74,7 @@ def test_the_performance_request_has_exactly_the_recipe_schemas_performance_sett
     # round it could never be set: the two lists are one fact.
     from dataclasses import fields
 
-    from renderer.profiles import PerformanceRequest
+    from renderer.speed.profiles import PerformanceRequest
 
     properties = json.loads((SCHEMAS / "recipe.schema.json").read_text())["properties"]["performance"]["properties"]
     assert {f.name: f.default for f in fields(PerformanceRequest)} == {

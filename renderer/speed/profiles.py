@@ -1,5 +1,5 @@
 """Performance profiles and how `auto` chooses among them: torch-free data and arithmetic, read by the CLI, doctor,
-the schema test and the engine's speed code (renderer/performance.py holds what each profile does)."""
+the schema test and the engine's speed code (renderer/speed/settings.py holds what each profile turns on)."""
 
 from __future__ import annotations
 
