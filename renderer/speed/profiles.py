@@ -13,17 +13,19 @@ from typing import Callable, Iterable, Mapping
 PROFILES = ("auto", "fast", "balanced", "low", "off")
 DEFAULT_PROFILE = "auto"
 
-# Full-size SVD-XT peaks at 15.1 GiB allocated plain and 10.1 GiB with `fast` (19.3 GiB reserved); below this much
-# VRAM `auto` takes the offloading `low` profile (5.6 GiB allocated, 6.8 GiB reserved) instead.
+# Full-size SVD-XT peaks at 15.1 GiB allocated plain; below this much VRAM `auto` takes the offloading `low` profile
+# (5.6 GiB allocated, 6.8 GiB reserved) instead.
 FAST_MIN_VRAM_GIB = 20.0
 
-# What compiling costs and saves, measured through the CLI on one H200 with full-size SVD-XT (1024x576, 25 frames,
-# Euler 25 steps; docs/performance.md): a video's GPU path takes 17.5 s under `off` and 9.25 s under `fast`; the
-# first job of a new process takes 24.5 s under `off`, 214.6 s under `fast` with an empty compile cache and 42.6 s
-# with a warm one. Savings scale with UNet calls and pixels x frames; compile time hardly depends on either.
+# What compiling costs and saves, measured through the CLI on one H100 with full-size SVD-XT (1024x576, 25 frames,
+# Euler 25 steps; docs/performance.md): a video's GPU path takes 19.26 s under `off` and 10.10 s under `fast`; the
+# first job of a new process takes 22.7 s under `off` and 134.3 s under `fast` with an empty compile cache. The warm
+# figure (42.6 s against 24.5 s) was measured on an H200 with the earlier, larger `fast`; a warm start of today's
+# compiles less, so it is an upper bound. Savings scale with UNet calls and pixels x frames; compile time hardly
+# depends on either.
 REFERENCE_PIXEL_FRAMES = 1024 * 576 * 25
-FAST_SAVES_PER_CALL_S = (17.5 - 9.25) / 25
-COMPILE_COLD_S = 214.6 - 24.5
+FAST_SAVES_PER_CALL_S = (19.26 - 10.10) / 25
+COMPILE_COLD_S = 134.3 - 22.7
 COMPILE_WARM_S = 42.6 - 24.5
 # Compile only when the expected saving beats the expected compile time by this factor, so that an estimate that
 # is somewhat off still leaves `auto` no slower than `balanced`.
