@@ -18,14 +18,15 @@ DEFAULT_PROFILE = "auto"
 FAST_MIN_VRAM_GIB = 20.0
 
 # What compiling costs and saves, measured through the CLI on one H100 with full-size SVD-XT (1024x576, 25 frames,
-# Euler 25 steps; docs/performance.md): a video's GPU path takes 19.26 s under `off` and 10.10 s under `fast`; the
-# first job of a new process takes 22.7 s under `off` and 134.3 s under `fast` with an empty compile cache. The warm
-# figure (42.6 s against 24.5 s) was measured on an H200 with the earlier, larger `fast`; a warm start of today's
-# compiles less, so it is an upper bound. Savings scale with UNet calls and pixels x frames; compile time hardly
-# depends on either.
+# Euler 25 steps; docs/performance.md): a video's GPU path takes 19.26 s under `off` and 10.10 s under `fast`.
+# The first job takes 22.7 s under `off`; under `fast` with an empty compile cache it took 134.3 s on a machine that
+# had just run the GPU tests, and more than 160 s on a freshly started one (its 1-job command had not finished after
+# 200 s). So the cold cost is the earlier `fast`'s fresh-machine figure on an H200 (214.6 s against 24.5 s), an
+# estimate on the safe side, and the warm one that `fast`'s (42.6 s against 24.5 s), an upper bound: today's
+# compiles less. Savings scale with UNet calls and pixels x frames; compile time hardly depends on either.
 REFERENCE_PIXEL_FRAMES = 1024 * 576 * 25
 FAST_SAVES_PER_CALL_S = (19.26 - 10.10) / 25
-COMPILE_COLD_S = 134.3 - 22.7
+COMPILE_COLD_S = 214.6 - 24.5
 COMPILE_WARM_S = 42.6 - 24.5
 # Compile only when the expected saving beats the expected compile time by this factor, so that an estimate that
 # is somewhat off still leaves `auto` no slower than `balanced`.
