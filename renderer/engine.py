@@ -153,7 +153,7 @@ class PreparedClipInput:
 
     SVD conditions on a CLIP embedding of the input image, and diffusers first resizes the image to 224×224 with
     an antialiasing blur on the CPU while the GPU waits (part of the 0.1 s a job that CLIP encoding measured on an
-    H200 machine; docs/performance.md). The engine runs those same diffusers lines for the next job on its
+    H200 machine; benchmarks/README.md). The engine runs those same diffusers lines for the next job on its
     prefetch thread, while the current job renders; given the result, a tensor, _encode_image skips its own resize
     and goes on unchanged, so the embedding is the same bit for bit.
 
@@ -443,7 +443,7 @@ class Engine:
         """
         if failed_in == "denoise" and "forward_chunking" not in self.memory_savers:
             # svdrender's row chunking, not diffusers' enable_forward_chunking: with CPU offload (the next saver)
-            # diffusers' frame-axis slices ran 6x slower per step (docs/performance.md).
+            # diffusers' frame-axis slices ran 6x slower per step (benchmarks/README.md).
             rewrites.chunk_feed_forwards(self.pipe.unet)
             self.memory_savers.append("forward_chunking")
             return True

@@ -81,3 +81,16 @@ def test_importing_the_engine_changes_nothing_for_the_host_program():
                          env={**os.environ, "SVDRENDER_DEBUG": ""})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(logging.INFO)] * 2
+
+
+def test_the_speed_packages_profile_data_is_torch_free_and_its_kernel_registers_nothing_on_import():
+    # validate, plan and the CLI's option parsing read profiles and settings; the GEGLU op is registered only when
+    # the engine makes the first fused layer.
+    code = ("import sys\n"
+            "import renderer.speed.profiles, renderer.speed.settings\n"
+            "print('torch' in sys.modules)\n"
+            "import torch, renderer.speed.geglu\n"
+            "print(hasattr(torch.ops.svdrender, 'geglu'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]

@@ -80,7 +80,7 @@ class ChannelStatsGroupNorm(torch.nn.Module):
 
     SVD's temporal blocks normalise [B, C, F, H, W] tensors with B = 2 (the CFG pair): 64 groups of 2.3 M values
     each, which Inductor's fused group-norm reduction runs on 64 thread blocks at a few percent of memory bandwidth
-    (1.8 ms a call on an H200, docs/performance.md). Per-channel statistics are a reduction over the non-channel
+    (1.8 ms a call on an H200, benchmarks/README.md). Per-channel statistics are a reduction over the non-channel
     dimensions, which Inductor splits across the whole GPU; the group statistics follow exactly from them
     (equal counts per channel: var_g = mean(var_c) + mean((mean_c - mean_g)^2)). Welford in float32 throughout, as
     the native kernel, so the output differs from it only by rounding.
@@ -116,7 +116,7 @@ class EfficientShortAttnProcessor:
     """Self-attention through PyTorch's memory-efficient SDPA kernel, for SVD's temporal layers (25-token sequences).
 
     torch picks cuDNN's flash kernel for every SDPA call on Hopper; on sequences of 25 frames it runs at 9 TFLOP/s
-    against 14 for the memory-efficient kernel (15 ms against 9 ms of each step, docs/performance.md). The kernels
+    against 14 for the memory-efficient kernel (15 ms against 9 ms of each step, benchmarks/README.md). The kernels
     compute the same softmax attention; outputs differ by rounding. Anything but plain CUDA self-attention goes to
     `fallback`.
     """
@@ -169,7 +169,7 @@ class RowChunkedFeedForward(torch.nn.Module):
 
     Exact, since every token is independent. diffusers' enable_forward_chunking slices the temporal blocks along the
     frame axis into strided views; with model offload that ran 6x slower per step, bmm taking 70% of the GPU time
-    (docs/performance.md). Every chunk here is a contiguous block of rows: one plain GEMM each.
+    (benchmarks/README.md). Every chunk here is a contiguous block of rows: one plain GEMM each.
     """
 
     def __init__(self, ff: torch.nn.Module, rows: int):

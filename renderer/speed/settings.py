@@ -1,8 +1,8 @@
 """What each performance profile turns on: torch-free settings, resolved from a profile name and the recipe's or
 command line's explicit choices. renderer/speed/runtime.py applies them to a loaded pipeline.
 
-Every piece of `fast` is justified by one ablation run (benchmarks/ablation.py, numbers in benchmarks/README.md);
-pieces that did not beat their library alternative or the noise were deleted.
+`fast`'s pieces were judged by an ablation run (benchmarks/ablation.py; the numbers, and which pieces it did not
+cover, are in benchmarks/README.md); pieces that did not beat their library alternative or the noise were deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ CPU_OFFLOAD_MODES = ("none", "model", "sequential")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "max-autotune", "reduce-overhead")
 
 # Decoding 8 frames at a time peaks at 11.0 GiB even with offloading; 4 keeps `low` at 6.8 GiB reserved (2: 6.1 GiB,
-# and slower). The temporal decoder mixes frames within a chunk, so this changes the frames (docs/performance.md).
+# and slower). The temporal decoder mixes frames within a chunk, so this changes the frames (benchmarks/README.md).
 LOW_DECODE_CHUNK_SIZE = 4
 
 
