@@ -94,3 +94,12 @@ def test_the_speed_packages_profile_data_is_torch_free_and_its_kernel_registers_
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_every_subpackage_is_in_the_distribution():
+    # A subpackage missing from pyproject's list works in an editable checkout but is absent from a built wheel.
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    assert found == listed
