@@ -333,7 +333,7 @@ def run_profile(spec: str, work: Path, args, device) -> tuple[dict, dict]:
     work = [JobWork(Shape(j.settings.width, j.settings.height, j.settings.num_frames), j.settings.num_inference_steps)
             for j in plan.jobs]
     settings = resolve_settings(request["profile"], name, vram, work,
-                                            **{k: v for k, v in request.items() if k != "profile"})
+                                **{k: v for k, v in request.items() if k != "profile"})
     engine = RecordingEngine(plan.recipe.model, device=device.type, base_dir=plan.recipe.path.parent,
                              performance=settings, jobs=plan.jobs)
     t0 = time.perf_counter()

@@ -50,7 +50,7 @@ def test_geglu_kernel_agrees_with_diffusers_at_the_unets_shapes():
     # SVD-XT's feed-forwards at 1024x576: (tokens, width) per resolution level, the CFG pair of 25 frames.
     gen = torch.Generator("cuda").manual_seed(0)
     for rows, dim in ((2 * 25 * 72 * 128, 320), (2 * 25 * 36 * 64, 640), (2 * 25 * 18 * 32, 1280),
-                      (2 * 9 * 16 * 1, 1280)):
+                      (2 * 25 * 9 * 16, 1280)):
         layer = GEGLU(dim, 4 * dim).to("cuda", torch.float16)
         x = torch.randn(rows, dim, device="cuda", dtype=torch.float16, generator=gen)
         with torch.no_grad():

@@ -9,7 +9,7 @@ import importlib.util
 
 import torch
 
-from renderer.speed.rewrites import _replace_children
+from renderer.speed.rewrites import replace_children
 
 GEGLU_GROUP = 64  # rows of value, then of gate, in FusedGEGLU's interleaved projection
 
@@ -75,7 +75,7 @@ def fused_geglus(module: torch.nn.Module) -> int:
         return (type(child) is GEGLU and child.proj.in_features % 8 == 0
                 and child.proj.out_features % (2 * GEGLU_GROUP) == 0)
 
-    return _replace_children(module, wanted, FusedGEGLU)
+    return replace_children(module, wanted, FusedGEGLU)
 
 
 def triton_unavailable() -> str | None:

@@ -109,7 +109,7 @@ class ChannelStatsGroupNorm(torch.nn.Module):
 
 def channel_stats_group_norms(module: torch.nn.Module) -> int:
     """Replace every torch.nn.GroupNorm under `module` with ChannelStatsGroupNorm; returns how many."""
-    return _replace_children(module, lambda child, parent: type(child) is torch.nn.GroupNorm, ChannelStatsGroupNorm)
+    return replace_children(module, lambda child, parent: type(child) is torch.nn.GroupNorm, ChannelStatsGroupNorm)
 
 
 class EfficientShortAttnProcessor:
@@ -199,7 +199,7 @@ def chunk_feed_forwards(module: torch.nn.Module, max_bytes: int = FEED_FORWARD_C
         itemsize = next(ff.parameters()).element_size()
         return RowChunkedFeedForward(ff, max(1, max_bytes // (widest * itemsize)))
 
-    return _replace_children(
+    return replace_children(
         module, lambda child, parent: isinstance(child, FeedForward) and not isinstance(parent, RowChunkedFeedForward),
         chunked)
 
@@ -235,7 +235,7 @@ def one_sample_at_a_time(unet: torch.nn.Module) -> bool:
     return True
 
 
-def _replace_children(module: torch.nn.Module, wanted, make) -> int:
+def replace_children(module: torch.nn.Module, wanted, make) -> int:
     """Replace every submodule `child` of `module` for which wanted(child, its parent) holds with make(child);
     returns how many. The matches are collected first, so a replacement is never itself visited."""
     targets = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
